@@ -21,7 +21,7 @@ from decrappify import __version__
 from decrappify.errors import ConfigError, DecrappifyError
 
 # Subcommand modules, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("crappify", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("crappify", "demo", "evaluate", "serve", "train", "restore", "export", "benchmark", "models")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -1,0 +1,157 @@
+"""Train a recipe for a fixed wall-clock budget, then score it on BSD100 against bicubic.
+
+    python benchmarks/train_budget.py --minutes 30 --config configs/sr-x4.toml [KEY=VALUE ...]
+
+Trains with `train.time_budget_minutes` on ../shared/data/bsds500/{train,test} (8 of those photos held out for the
+per-epoch validation), then runs `decrappify.evaluate` on ../shared/data/bsds500/val (BSD100: never trained on)
+with the recipe's preset, and prints training throughput (crops/s) and PSNR_Y / SSIM_Y of the final model vs
+bicubic. The bar for sr-x4 after 30 minutes on the 2-core CPU: >= 27.16 dB PSNR_Y (bicubic + 1.2 dB).
+
+`--bare-seconds N` then runs a minimal training loop (same model, batch and crop size: in-memory images, random
+crop, Pillow bicubic downscale, L1, AdamW, cosine LR; no validation, logging or checkpoints) for N seconds and
+prints its crops/s, so the trainer's overhead can be read off under the same machine load.
+Paths default to ../shared relative to the repository root; the run folder to runs/bench-<name>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from decrappify.config import Config, load_config
+from decrappify.data import ImageStore, list_images
+from decrappify.degrade import create_preset
+from decrappify.nn.models import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "bsds500"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget (wall clock)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "sr-x4.toml")
+    parser.add_argument("--data", type=Path, nargs="+", default=[SHARED / "train", SHARED / "test"])
+    parser.add_argument("--eval", type=Path, default=SHARED / "val", help="evaluation folder (BSD100)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/bench-<config name>; replaced)")
+    parser.add_argument("--bare-seconds", type=float, default=0.0, help="then time a bare loop this long")
+    parser.add_argument("--no-eval", action="store_true", help="skip the BSD100 evaluation")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    return parser.parse_args(argv)
+
+
+def training_speed(run_dir: Path, batch: int) -> tuple[float, float]:
+    """(crops per second over all logged steps, training seconds) from the run's steps.csv (one stage)."""
+    crops = seconds = 0.0
+    with (run_dir / "steps.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    last_step = 0
+    for row in rows:
+        window = (int(row["step"]) - last_step) * batch
+        last_step = int(row["step"])
+        if float(row["crops_per_s"]) > 0:
+            crops += window
+            seconds += window / float(row["crops_per_s"])
+    return (crops / seconds if seconds else 0.0), seconds
+
+
+def run_training(config: Config, run_dir: Path) -> tuple[Path, float, float]:
+    from decrappify.train import train
+
+    started = time.perf_counter()
+    result = train(config, run_dir=run_dir, command="benchmarks/train_budget.py " + " ".join(sys.argv[1:]))
+    wall = time.perf_counter() - started
+    crops_per_s, _ = training_speed(run_dir, config.stages[0].batch)
+    print(f"trained {result.state.step} steps in {result.state.elapsed:.0f} s (wall {wall:.0f} s incl. set-up); "
+          f"{crops_per_s:.1f} crops/s ({config.stages[0].crop}px, batch {config.stages[0].batch})")  # fmt: skip
+    return result.model_path, crops_per_s, wall
+
+
+def bare_loop(config: Config, folders: list[Path], seconds: float) -> float:
+    """crops/s of the plainest loop that trains the same model on the same kind of batches."""
+    stage = config.stages[0]
+    scale, crop, batch = config.scale, stage.crop, stage.batch
+    store = ImageStore([path for path, _ in list_images(folders)])
+    torch.manual_seed(config.seed)
+    model = create_model(config.model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=0.0)
+    rng = np.random.default_rng(0)
+    done, timed_crops, started = 0, 0, None
+    horizon = 10_000
+    while True:
+        lqs, hqs = [], []
+        for _ in range(batch):
+            image = store[int(rng.integers(len(store)))]
+            top, left = int(rng.integers(image.shape[0] - crop + 1)), int(rng.integers(image.shape[1] - crop + 1))
+            patch = Image.fromarray(image[top : top + crop, left : left + crop])
+            lqs.append(np.asarray(patch.resize((crop // scale, crop // scale), Image.Resampling.BICUBIC)))
+            hqs.append(np.asarray(patch))
+        lq = torch.from_numpy(np.stack(lqs)).permute(0, 3, 1, 2).float().div_(255)
+        hq = torch.from_numpy(np.stack(hqs)).permute(0, 3, 1, 2).float().div_(255)
+        for group in optimizer.param_groups:
+            group["lr"] = config.optim.lr * 0.5 * (1 + math.cos(math.pi * min(done / horizon, 1.0)))
+        loss = F.l1_loss(model(lq), hq)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done += 1
+        if done == 3:  # the first steps allocate: not timed
+            started = time.perf_counter()
+        elif started is not None:
+            timed_crops += batch
+            if time.perf_counter() - started >= seconds:
+                return timed_crops / (time.perf_counter() - started)
+
+
+def evaluate_model(model_path: Path, eval_dir: Path, task: str) -> dict:
+    from decrappify.evaluate import evaluate
+
+    result = evaluate(eval_dir, task, [str(model_path)], progress=True)
+    return {s.method: s for s in result.summaries()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = [*args.overrides, f"train.time_budget_minutes={args.minutes}"]
+    config = load_config(args.config, overrides)
+    folders = [str(p.resolve()) for p in args.data]
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, paths=tuple(folders)))
+    run_dir = args.out or ROOT / "runs" / f"bench-{config.name}"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    model_path, crops_per_s, wall = run_training(config, run_dir)
+    report = {"config": str(args.config), "minutes": args.minutes, "trainer_crops_per_s": round(crops_per_s, 2),
+              "wall_s": round(wall, 1), "model": str(model_path)}  # fmt: skip
+    if args.bare_seconds > 0:
+        bare = bare_loop(config, args.data, args.bare_seconds)
+        report["bare_loop_crops_per_s"] = round(bare, 2)
+        print(f"bare loop: {bare:.1f} crops/s (trainer: {crops_per_s:.1f}, ratio {crops_per_s / bare:.3f})")
+    if not args.no_eval:
+        scores = evaluate_model(model_path, args.eval, config.data.preset)
+        for name, summary in scores.items():
+            print(f"{args.eval.name:>8} {name:>24}: PSNR_Y {summary.psnr_y:.2f} dB, SSIM_Y {summary.ssim_y:.4f}")
+        model = next(s for n, s in scores.items() if n not in ("bicubic", "input"))
+        base = scores.get("bicubic") or scores.get("input")
+        report.update(psnr_y=round(model.psnr_y, 3), ssim_y=round(model.ssim_y, 4), baseline_psnr_y=round(base.psnr_y, 3),
+                      gain_db=round(model.psnr_y - base.psnr_y, 3))  # fmt: skip
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

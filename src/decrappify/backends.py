@@ -1,0 +1,153 @@
+"""Runners: one model call on one CPU tile, whatever executes it (PyTorch on CPU/CUDA, or ONNX Runtime).
+
+A runner is a callable `(N, 3, h, w) float32 CPU tensor -> (N, 3, h*s, w*s) float32 CPU tensor` plus what the
+tiling needs to know (`scale`, `size_multiple`). Keeping the device transfer inside the runner is what lets the
+tiler hold the whole picture on the CPU and send only one tile at a time to the accelerator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from decrappify.errors import ConfigError, WeightsError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
+#: Stride grid tiles are aligned to when a model does not say (`model.stride`): harmless for plain
+#: convolutional models, and right for encoders that downsample by up to 16.
+DEFAULT_SIZE_MULTIPLE = 16
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` is CUDA when this machine has it, else the CPU; asking for CUDA without it is a `ConfigError`."""
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{text}': CUDA is not available on this machine; use --device cpu")
+    try:
+        return torch.device(text)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown device '{text}'; choose one of: {', '.join(DEVICES)}") from error
+
+
+def size_multiple_of(model: nn.Module) -> int:
+    """The stride a model pads its input to internally (our generators say so in `stride`)."""
+    value = getattr(model, "stride", None)
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_SIZE_MULTIPLE
+
+
+@dataclass
+class TorchRunner:
+    """A PyTorch model on `device`; `channels_last` switches the memory format (often faster on CPU)."""
+
+    model: nn.Module
+    device: torch.device
+    scale: int
+    size_multiple: int
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def __call__(self, lq: Tensor) -> Tensor:
+        x = lq.to(self.device, dtype=torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            pred = self.model(x)
+        return pred.float().cpu()
+
+
+@dataclass
+class OnnxRunner:
+    """An ONNX Runtime session; the same tile in, the same tile out as `TorchRunner`."""
+
+    session: Any  # onnxruntime.InferenceSession (imported lazily: ONNX Runtime is an optional dependency)
+    scale: int
+    size_multiple: int
+    input_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, lq: Tensor) -> Tensor:
+        x = np.ascontiguousarray(lq.detach().cpu().numpy(), dtype=np.float32)
+        (pred,) = self.session.run(None, {self.input_name: x})
+        return torch.from_numpy(pred)
+
+
+Runner = TorchRunner | OnnxRunner
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A runner and the model's own description (the `create_model` config and the info dict)."""
+
+    runner: Runner
+    config: dict[str, Any]
+    info: dict[str, Any]
+
+
+def load_runner(
+    path: Path,
+    *,
+    backend: str = "torch",
+    device: str = "auto",
+    threads: int | None = None,
+    opt_level: str = "all",
+) -> LoadedModel:
+    """Load a model file (`.safetensors`, or `.onnx` for the ONNX backend) into a runner."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    torch_device = resolve_device(device)
+    if path.suffix.lower() == ".onnx":
+        if backend != "onnx":
+            raise ConfigError(f"{path}: an ONNX file runs only with --backend onnx")
+        return _load_onnx_file(path, torch_device, threads, opt_level)
+    from decrappify.weights import load_model
+
+    model, config, info = load_model(path, device="cpu")
+    scale, multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
+    if backend == "torch":
+        return LoadedModel(TorchRunner(model, torch_device, scale, multiple), config, info)
+    from decrappify.export import create_session, export_onnx
+
+    onnx_bytes = export_onnx(model, None, config=config, info=info)
+    session = create_session(onnx_bytes, device=torch_device, threads=threads, opt_level=opt_level)
+    return LoadedModel(OnnxRunner(session, scale, multiple), config, info)
+
+
+def _load_onnx_file(path: Path, device: torch.device, threads: int | None, opt_level: str) -> LoadedModel:
+    from decrappify.export import (
+        METADATA_CONFIG,
+        METADATA_INFO,
+        METADATA_MULTIPLE,
+        METADATA_SCALE,
+        create_session,
+    )
+
+    session = create_session(path, device=device, threads=threads, opt_level=opt_level)
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        config = json.loads(meta.get(METADATA_CONFIG, "{}"))
+        info = json.loads(meta.get(METADATA_INFO, "{}"))
+        scale = int(meta.get(METADATA_SCALE, 0))
+        multiple = int(meta.get(METADATA_MULTIPLE, DEFAULT_SIZE_MULTIPLE))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise WeightsError(f"{path}: corrupt decrappify metadata in the ONNX file ({error})") from error
+    if scale <= 0:
+        raise WeightsError(f"{path}: not exported by `decrappify export` (no scale in its metadata)")
+    return LoadedModel(OnnxRunner(session, scale, multiple), config, info)

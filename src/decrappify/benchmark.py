@@ -1,0 +1,251 @@
+"""How fast a model restores pictures here, and how close that is to what this machine could do.
+
+For each backend and variant (PyTorch fp32, channels-last, `torch.compile`; ONNX Runtime at each graph
+optimisation level) and thread count: output megapixels per second (median of timed runs after warm-up), the
+model's cost in GFLOPs per output megapixel (torch's FLOP counter: convolutions and matrix products), the
+GFLOP/s that makes, this machine's measured peak (an fp32 matrix product), and the fraction of it. The
+library measures; the CLI prints `BenchmarkResult.to_markdown()`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from decrappify.backends import OnnxRunner, TorchRunner, size_multiple_of
+from decrappify.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TORCH_VARIANTS = ("fp32", "channels_last", "compile")
+ONNX_VARIANTS = ("ort-all", "ort-extended", "ort-basic", "ort-disable")
+DEFAULT_VARIANTS = ("fp32", "channels_last", "ort-all", "ort-disable")
+PEAK_MATMUL_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One measured configuration."""
+
+    backend: str
+    variant: str
+    threads: int
+    output_size: tuple[int, int]  # (width, height)
+    seconds: float  # median time of one call
+    mp_per_s: float
+    gflops_per_mp: float
+    peak_gflops: float
+
+    @property
+    def achieved_gflops(self) -> float:
+        return self.gflops_per_mp * self.mp_per_s
+
+    @property
+    def fraction_of_peak(self) -> float:
+        return self.achieved_gflops / self.peak_gflops if self.peak_gflops > 0 else float("nan")
+
+
+@dataclass
+class BenchmarkResult:
+    """Every row, plus what was measured once (the model's cost, the peak per thread count, set-up times)."""
+
+    model_name: str
+    scale: int
+    parameters: int
+    gflops_per_mp: float
+    peak_gflops: dict[int, float]
+    peak_matmul_size: int = PEAK_MATMUL_SIZE
+    rows: list[BenchmarkRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """A markdown table with a short header, ready to paste into docs."""
+        lines = [
+            (
+                f"model: {self.model_name} (x{self.scale}, {self.parameters / 1e6:.2f} M parameters, "
+                f"{self.gflops_per_mp:.1f} GFLOPs per output megapixel)"
+            ),
+            "peak: "
+            + ", ".join(f"{gf:.1f} GFLOP/s with {t} thread(s)" for t, gf in sorted(self.peak_gflops.items()))
+            + f" (fp32 {self.peak_matmul_size}x{self.peak_matmul_size} matmul)",
+            "",
+            "| backend | variant | threads | output | ms/call | output MP/s | GFLOPs/MP | GFLOP/s | peak GFLOP/s | of peak |",
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in self.rows:
+            width, height = row.output_size
+            lines.append(
+                f"| {row.backend} | {row.variant} | {row.threads} | {width}x{height} | {row.seconds * 1e3:.0f} "
+                f"| {row.mp_per_s:.2f} | {row.gflops_per_mp:.1f} | {row.achieved_gflops:.1f} "
+                f"| {row.peak_gflops:.1f} | {row.fraction_of_peak:.0%} |"
+            )
+        lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run with `threads` intra-op threads (None: leave as is); yields the count in force."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int, warmup: int) -> float:
+    """Median wall time of `fn()` over `repeats` runs after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_peak_gflops(size: int = PEAK_MATMUL_SIZE, repeats: int = 3) -> float:
+    """This machine's practical fp32 peak with the current thread setting: a square matrix product."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(size, size, generator=generator)
+    b = torch.rand(size, size, generator=generator)
+    with torch.inference_mode():
+        seconds = time_call(lambda: torch.mm(a, b), repeats=repeats, warmup=1)
+    return 2 * size**3 / seconds / 1e9
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512x384' -> (512, 384) (width x height); `ConfigError` otherwise."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError as error:
+        raise ConfigError(f"size '{text}': expected WIDTHxHEIGHT, such as 512x512") from error
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"size '{text}': width and height must be positive")
+    return width, height
+
+
+def _check_variants(variants: Sequence[str], backends: Sequence[str]) -> list[tuple[str, str]]:
+    known = {**dict.fromkeys(TORCH_VARIANTS, "torch"), **dict.fromkeys(ONNX_VARIANTS, "onnx")}
+    unknown = [v for v in variants if v not in known]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
+    bad_backends = [b for b in backends if b not in ("torch", "onnx")]
+    if bad_backends:
+        raise ConfigError(f"unknown backend(s) {', '.join(bad_backends)}; choose from: torch, onnx")
+    return [(known[v], v) for v in variants if known[v] in backends]
+
+
+class _RunnerFactory:
+    """Builds one runner per variant; the ONNX graph is exported once and shared by the ONNX variants."""
+
+    def __init__(self, model: nn.Module, config: dict, info: dict, notes: list[str]):
+        self.model, self.config, self.info, self.notes = model, config, info, notes
+        self.scale, self.multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
+        self._onnx: bytes | None = None
+
+    def torch_runner(self, variant: str) -> TorchRunner:
+        model = copy.deepcopy(self.model)
+        if variant == "compile":
+            model = torch.compile(model)
+        return TorchRunner(model, torch.device("cpu"), self.scale, self.multiple, variant == "channels_last")
+
+    def onnx_runner(self, variant: str, threads: int) -> OnnxRunner:
+        from decrappify.export import create_session, export_onnx
+
+        if self._onnx is None:
+            start = time.perf_counter()
+            self._onnx = export_onnx(self.model, None, config=self.config, info=self.info)
+            self.notes.append(f"ONNX export took {time.perf_counter() - start:.1f} s (once)")
+        level = variant.removeprefix("ort-")
+        session = create_session(self._onnx, threads=threads, opt_level=level)
+        return OnnxRunner(session, self.scale, self.multiple)
+
+
+def benchmark(
+    model: nn.Module,
+    *,
+    name: str = "model",
+    config: dict | None = None,
+    info: dict | None = None,
+    sizes: Sequence[tuple[int, int]] = ((512, 512),),
+    backends: Sequence[str] = ("torch", "onnx"),
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    threads: Sequence[int | None] = (None,),
+    repeats: int = 3,
+    warmup: int = 1,
+    peak_matmul_size: int = PEAK_MATMUL_SIZE,
+) -> BenchmarkResult:
+    """Measure `model` (on the CPU) at each output size (width, height), backend, variant and thread count.
+
+    Sizes are output sizes; the input is that divided by the model's scale. Each call is one whole picture
+    (no tiling), so the numbers are the model's own speed.
+    """
+    plan = _check_variants(variants, backends)
+    model = model.to("cpu").float().eval()
+    scale = int(getattr(model, "scale", 1))
+    inputs = [_input_for(size, scale) for size in sizes]
+    from decrappify.nn.models import gflops_per_output_megapixel
+
+    gflops = gflops_per_output_megapixel(model, tuple(inputs[0].shape))
+    parameters = sum(p.numel() for p in model.parameters())
+    result = BenchmarkResult(name, scale, parameters, gflops, {}, peak_matmul_size)
+    factory = _RunnerFactory(model, dict(config or {}), dict(info or {}), result.notes)
+    for wanted in threads:
+        with torch_threads(wanted) as count:
+            result.peak_gflops[count] = measure_peak_gflops(peak_matmul_size)
+            for backend, variant in plan:
+                _measure_variant(result, factory, backend, variant, count, inputs, repeats, warmup)
+    return result
+
+
+def _input_for(size: tuple[int, int], scale: int) -> Tensor:
+    width, height = size
+    if width % scale or height % scale:
+        raise ConfigError(f"output size {width}x{height} is not a multiple of the model's scale {scale}")
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, height // scale, width // scale, generator=generator)
+
+
+def _measure_variant(
+    result: BenchmarkResult,
+    factory: _RunnerFactory,
+    backend: str,
+    variant: str,
+    threads: int,
+    inputs: list[Tensor],
+    repeats: int,
+    warmup: int,
+) -> None:
+    start = time.perf_counter()
+    runner = factory.torch_runner(variant) if backend == "torch" else factory.onnx_runner(variant, threads)
+    if variant == "compile":  # the first call compiles: time it apart from the steady state
+        runner(inputs[0])
+        result.notes.append(f"torch.compile took {time.perf_counter() - start:.1f} s before the first result")
+    for lq in inputs:
+        seconds = time_call(lambda lq=lq: runner(lq), repeats=repeats, warmup=warmup)
+        height, width = (side * factory.scale for side in lq.shape[-2:])
+        row = BenchmarkRow(
+            backend=backend,
+            variant=variant,
+            threads=threads,
+            output_size=(width, height),
+            seconds=seconds,
+            mp_per_s=width * height / 1e6 / seconds,
+            gflops_per_mp=result.gflops_per_mp,
+            peak_gflops=result.peak_gflops[threads],
+        )
+        result.rows.append(row)
+        log.info("%s %s, %d thread(s): %.2f MP/s", backend, variant, threads, row.mp_per_s)

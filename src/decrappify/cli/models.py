@@ -1,0 +1,37 @@
+"""`decrappify models`: the shipped models, with what each does and how well."""
+
+from __future__ import annotations
+
+import argparse
+
+from decrappify.zoo import MODELS_DIR, list_models
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the shipped models (name, task, scale, size, metrics)",
+        description="List the models installed with decrappify, usable by name with --model.",
+    )
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _metrics(metrics: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(metrics.items())) or "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = list_models()
+    lines = ["| name | task | scale | size | metrics |", "| --- | --- | ---: | ---: | --- |"]
+    for entry in entries:
+        lines.append(
+            f"| {entry.name} | {entry.task} | x{entry.scale} | {entry.size_bytes / 1e6:.1f} MB "
+            f"| {_metrics(entry.metrics)} |"
+        )
+    print("\n".join(lines))
+    if not entries:
+        print(
+            f"\nNo shipped model is installed yet (looked in {MODELS_DIR}); pass --model PATH to a model file."
+        )
+    return 0

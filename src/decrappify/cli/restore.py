@@ -1,0 +1,104 @@
+"""`decrappify restore INPUT... -o OUT_DIR`: restore pictures with one model, loaded once for the whole batch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from decrappify.backends import BACKENDS, DEVICES
+from decrappify.batch import BatchItem, collect_inputs, output_path, run_batch
+from decrappify.imageio import DEFAULT_MAX_PIXELS, WRITE_FORMATS, read_image, write_image
+from decrappify.infer import DEFAULT_TILE, Restorer
+from decrappify.zoo import DEFAULT_MODEL
+
+log = logging.getLogger("decrappify")
+
+FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "restore",
+        help="restore pictures (upscale, remove JPEG artefacts and watermarks, colourise) with a model",
+        description=(
+            "Restore every input with one model, loaded once. Inputs are files, folders (searched recursively; "
+            "the tree is mirrored under OUT_DIR) and glob patterns. Alpha, 16-bit depth, ICC profiles and EXIF "
+            "are kept; inputs are never modified or overwritten. Large pictures are processed in tiles (the "
+            "result matches the untiled one); when a tile does not fit in memory it is halved and retried. "
+            "Exit status 1 if any input failed (all the others are still written)."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="NAME|PATH",
+        help=f"shipped model name or model file ({DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=DEFAULT_TILE,
+        metavar="N",
+        help=f"tile size in input pixels, 0 for none (default {DEFAULT_TILE}); memory grows with it",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="context around each tile in input pixels (default: from the model, at least 32)",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="where the model runs (default auto)"
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="torch", help="PyTorch or ONNX Runtime (torch)"
+    )
+    parser.add_argument(
+        "--format", choices=tuple(FORMATS), default="keep", help="output format; keep = the input's (default)"
+    )
+    parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse inputs larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _suffix_for(item: BatchItem, fmt: str) -> str | None:
+    """The output suffix: the chosen format's, else the input's own when it can be written, else PNG."""
+    if FORMATS[fmt] is not None:
+        return FORMATS[fmt]
+    return None if item.source.suffix.lower() in WRITE_FORMATS else ".png"
+
+
+def run(args: argparse.Namespace) -> int:
+    items = collect_inputs(args.inputs)
+    restorer = Restorer.from_pretrained(
+        args.model, device=args.device, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap
+    )
+    log.info("model %s: x%d %s, on %s", restorer.name, restorer.scale, restorer.task, restorer.device)
+    out_dir = Path(args.output)
+    inputs = {item.source.resolve(): item.source for item in items if item.problem is None}
+
+    def job(item: BatchItem) -> Path:
+        target = output_path(item, out_dir, _suffix_for(item, args.format))
+        protect = [item.source]
+        other = inputs.get(target.resolve())
+        if other is not None:
+            protect.append(other)
+        picture = read_image(item.source, max_pixels=args.max_pixels)
+        restored = restorer.restore(picture)
+        return write_image(restored, target, overwrite=args.overwrite, quality=args.quality, protect=protect)
+
+    report = run_batch(items, job, desc="restore", quiet=args.quiet)
+    log.info("%s; results in %s", report.summary(), out_dir)
+    return report.exit_code

@@ -1,0 +1,141 @@
+"""`decrappify serve`: the HTTP API and web page on uvicorn (needs the `serve` extra).
+
+Loopback only unless `--host` says otherwise; a server reachable from other machines should have a token.
+The token can come from `$DECRAPPIFY_TOKEN` instead of `--token`, which other users of the machine can see in the
+process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+
+from decrappify.errors import ConfigError
+from decrappify.serve.settings import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    ServeSettings,
+)
+
+log = logging.getLogger("decrappify")
+
+TOKEN_ENV = "DECRAPPIFY_TOKEN"
+_MB = 1024 * 1024
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the models over HTTP: a JSON/upload API and a web page (needs decrappify[serve])",
+        description=(
+            "Start the HTTP service: POST /v1/restore (multipart upload -> restored image), GET /v1/models, "
+            "GET /healthz, the schema at /openapi.json, and a web page at /. Models are loaded once at start-up."
+        ),
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[],
+        metavar="NAME|PATH",
+        help="shipped model names or model files to serve; the first is the default (default: every shipped model)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="restorations running at once (default 1)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"require 'Authorization: Bearer TOKEN' on /v1/* (default: ${TOKEN_ENV}, else no token)",
+    )
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=DEFAULT_QUEUE_SIZE,
+        help=f"requests that may wait (default {DEFAULT_QUEUE_SIZE})",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_BYTES / _MB,
+        help=f"largest upload in MiB (default {DEFAULT_MAX_UPLOAD_BYTES // _MB})",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest input picture (default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help=f"seconds a request may wait plus run before a 503 (default {DEFAULT_REQUEST_TIMEOUT_S:g})",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--tile", type=int, default=512, help="tile size in input pixels; 0: whole picture (default 512)"
+    )
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """The service settings the options describe (`ConfigError` for a bad value)."""
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port: must be 0..65535, got {args.port}")
+    return ServeSettings(
+        models=tuple(args.models),
+        token=args.token,
+        max_upload_bytes=max(1, round(args.max_upload_mb * _MB)),
+        max_pixels=args.max_pixels,
+        max_concurrency=args.workers,
+        queue_size=args.queue,
+        request_timeout_s=args.timeout,
+        device=args.device,
+        tile=args.tile,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _share_cpu_threads(workers: int) -> None:
+    """Give each concurrent restoration its share of the cores: N workers each using every core only thrash."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    log.debug("%d workers: %d CPU threads each", workers, threads)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    try:
+        import uvicorn
+
+        from decrappify.serve.app import create_app
+    except ImportError as error:
+        raise ConfigError(
+            f"serve needs the serve extra ({error.name} is missing): pip install 'decrappify[serve]'"
+        )
+    if not _is_loopback(args.host) and settings.token is None:
+        log.warning("listening on %s without a token: anyone who can reach this port can use it", args.host)
+    if settings.max_concurrency > 1:
+        _share_cpu_threads(settings.max_concurrency)
+    app = create_app(settings)
+    level = "debug" if args.debug else "warning" if args.quiet else "info"
+    log.info("serving %s on http://%s:%d/", ", ".join(app.state.restorers), args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=level, server_header=False)
+    return 0

@@ -1,0 +1,330 @@
+"""Training configuration: frozen dataclasses, TOML in, JSON out, `key=value` overrides.
+
+A recipe is a TOML file in `configs/`; the command line may change any value with a dotted `key=value` override
+(`optim.lr=3e-4`, `stages.0.batch=8`, `stages=[{crop=64, batch=4, epochs=1}]`), the value parsed as TOML. The
+resolved configuration is written as JSON beside every checkpoint, so a run can be resumed and a model file
+explains how it was trained. Unknown keys are an error that lists the valid keys at that level: a typo must
+never be ignored silently, because a silently ignored learning rate costs an afternoon of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decrappify.errors import ConfigError
+
+LOSS_KINDS = ("l1", "mse", "feature")
+SCHEDULES = ("onecycle", "cosine", "constant")
+AUGMENTS = ("none", "hflip", "dihedral")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where pairs come from: images on disk, cropped at random and degraded on the fly with a preset."""
+
+    preset: str = (
+        "restore-x4"  # a `degrade.PRESETS` name: how clean crops are crappified; also the model's task
+    )
+    paths: tuple[str, ...] = ()  # training folders (the CLI's --data adds to these)
+    val_paths: tuple[str, ...] = ()  # separate validation folders; empty: hold out `val_size` training images
+    val_size: int = 8  # images held out (a fixed, seeded choice) when there is no validation folder
+    val_crop: int = 0  # validate on a centre crop of this clean size; 0: the whole (modcropped) image
+    crops_per_image: int = 1  # random crops drawn from each image per epoch (an epoch's length)
+    augment: str = "hflip"  # none | hflip | dihedral (flips and 90-degree turns)
+    cache: bool = True  # decode the training images once and keep them in memory (uint8)
+    workers: int = 0  # 0: build batches in this process (best on 2 cores); N: DataLoader worker processes
+    prefetch: bool = True  # with workers=0: build the next batch in a thread while the model computes
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The training loss: pixel L1/MSE, or feature + gram loss on a VGG (`losses.create_feature_loss`)."""
+
+    kind: str = "l1"  # l1 | mse | feature
+    pixel: str = "l1"  # the pixel term of the feature loss
+    vgg: str = "vgg16"  # backbone for the feature loss
+    vgg_weights: str = ""  # file or URL in torchvision layout; "": `weights.default_vgg16_weights()`
+    layer_ids: tuple[int, ...] = (8, 15, 22)  # VGG16 relu2_2, relu3_3, relu4_3
+    feature_weights: tuple[float, ...] = ()  # empty: calibrated to the backbone at the start of training
+    gram_weights: tuple[float, ...] = ()  # empty: calibrated
+    feature_ratios: tuple[float, ...] = (
+        1.0,
+        3.0,
+        0.4,
+    )  # calibration: each term as a multiple of the pixel loss
+    gram_ratios: tuple[float, ...] = (0.1, 0.9, 0.02)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a one-cycle (or cosine) schedule, clipping, and discriminative LRs for a pretrained encoder."""
+
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 1e-4  # decoupled (AdamW) weight decay
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # max gradient norm; 0: no clipping
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    pct_start: float = 0.25  # one-cycle: fraction of the steps spent warming up
+    div_factor: float = 25.0  # one-cycle: start at lr / div_factor
+    final_div_factor: float = (
+        1e4  # one-cycle / cosine: end at lr / (div_factor * final_div_factor) or lr / this
+    )
+    cycle_momentum: bool = True  # one-cycle: beta1 goes moms[0] -> moms[1] -> moms[0]
+    moms: tuple[float, float] = (0.95, 0.85)
+    encoder_lr_mult: float = 0.1  # an unfrozen pretrained encoder learns at lr * this (discriminative LRs)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of progressive resizing: its own crop size, batch size and length (one LR cycle each)."""
+
+    crop: int = 128  # clean (target) crop side in pixels; a multiple of the model's scale
+    batch: int = 16  # per process
+    epochs: float = 1.0  # with a time budget: this stage's share of the budget, relative to the others
+    lr: float = 0.0  # peak LR for this stage; 0: `optim.lr`
+    freeze_encoder: bool = False  # train only the decoder (a pretrained encoder stays fixed)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Weights to start from instead of a random initialisation."""
+
+    weights: str = ""  # a model file (`weights.save_model`) to fine-tune: the whole model
+    encoder_weights: str = ""  # a torchvision-layout file or URL for the encoder only (e.g. resnet34)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the run is driven, logged and checkpointed."""
+
+    time_budget_minutes: float = 0.0  # >0: fit the whole run (all stages) into this wall-clock time
+    checkpoint_minutes: float = 5.0  # also checkpoint every N minutes within an epoch (0: only at epoch ends)
+    checkpoint_steps: int = 0  # also checkpoint every N steps (0: off)
+    log_every: int = 10  # steps between lines of steps.csv (and the non-finite-loss check on CUDA)
+    samples: int = 4  # validation images in each epoch's sample grid
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels-last memory format on CUDA
+    threads: int = 0  # torch CPU threads per process; 0: cores / local processes
+    tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` package)
+    debug_nan_step: int = 0  # test hook: make the loss NaN at this global step (0: off)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole training recipe. `model` is passed as is to `nn.create_model`."""
+
+    name: str = "run"
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=lambda: {"arch": "compact", "scale": 4})
+    init: InitConfig = InitConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    stages: tuple[StageConfig, ...] = (StageConfig(),)
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @property
+    def scale(self) -> int:
+        """The model's upscaling factor as configured (1 when the model config does not say)."""
+        return int(self.model.get("scale", 1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain dicts, with type checks that name the key
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and convert it (list -> tuple, int -> float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _from_mapping(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation {tp} for {key}")  # not used by the dataclasses above
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`; unknown keys raise `ConfigError` listing the valid ones."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f" in [{prefix}]" if prefix else ""
+        raise ConfigError(f"unknown key {unknown[0]!r}{where}; valid keys: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a `Config` from a plain dict (parsed TOML or a checkpoint's JSON)."""
+    config = _from_mapping(Config, data)
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML recipe (or start from the defaults) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read config: {error}") from None
+        data.setdefault("name", path.stem)
+    try:
+        config = config_from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") if path is not None else error from None
+    return apply_overrides(config, overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.0.c=VALUE` -> (["a", "b", "0", "c"], value); the value is TOML, else a bare string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {text!r}; expected key=value, e.g. optim.lr=3e-4")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _set_path(data: Any, parts: list[str], value: Any, done: str = "") -> None:
+    """Set `value` at `parts` inside nested dicts/lists, creating nothing a dataclass would not accept."""
+    head, rest = parts[0], parts[1:]
+    where = done or "the top level"
+    if isinstance(data, list):
+        if not head.isdigit() or int(head) >= len(data):
+            raise ConfigError(
+                f"bad index {head!r} for {done}: it has {len(data)} entries (0..{len(data) - 1})"
+            )
+        index: Any = int(head)
+    elif isinstance(data, dict):
+        index = head
+        if rest and head not in data:
+            raise ConfigError(f"unknown key {head!r} in {where}; valid keys: {', '.join(data)}")
+    else:
+        raise ConfigError(f"{done} is a single value; it has no key {head!r}")
+    if not rest:
+        data[index] = value
+        return
+    _set_path(data[index], rest, value, f"{done}.{head}" if done else head)
+
+
+def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """Return `config` with each `key=value` applied (in order) and the result validated again."""
+    overrides = list(overrides)
+    if not overrides:
+        return config
+    data = config.to_dict()
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set_path(data, parts, value)
+    return config_from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation of values (types were checked while building)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    _check(value in choices, f"{key}: unknown value {value!r}; choose one of: {', '.join(choices)}")
+
+
+def validate(config: Config) -> None:
+    """Check values that are wrong regardless of the data (ranges, choices, crop vs scale)."""
+    _check(isinstance(config.model.get("arch"), str), "model.arch: missing; it names the architecture")
+    _choice(config.loss.kind, LOSS_KINDS, "loss.kind")
+    _choice(config.loss.pixel, ("l1", "mse"), "loss.pixel")
+    _choice(config.optim.schedule, SCHEDULES, "optim.schedule")
+    _choice(config.data.augment, AUGMENTS, "data.augment")
+    opt = config.optim
+    _check(opt.lr > 0, f"optim.lr: must be > 0, got {opt.lr}")
+    _check(opt.weight_decay >= 0, f"optim.weight_decay: must be >= 0, got {opt.weight_decay}")
+    _check(0 < opt.pct_start < 1, f"optim.pct_start: must be in (0, 1), got {opt.pct_start}")
+    _check(
+        opt.div_factor >= 1 and opt.final_div_factor >= 1, "optim.div_factor, final_div_factor: must be >= 1"
+    )
+    _check(opt.grad_clip >= 0, f"optim.grad_clip: must be >= 0, got {opt.grad_clip}")
+    _check(opt.encoder_lr_mult > 0, f"optim.encoder_lr_mult: must be > 0, got {opt.encoder_lr_mult}")
+    _check(bool(config.stages), "stages: at least one stage is needed")
+    scale = config.scale
+    _check(scale >= 1, f"model.scale: must be >= 1, got {scale}")
+    for i, stage in enumerate(config.stages):
+        _check(stage.batch >= 1, f"stages.{i}.batch: must be >= 1, got {stage.batch}")
+        _check(stage.epochs > 0, f"stages.{i}.epochs: must be > 0, got {stage.epochs}")
+        _check(stage.lr >= 0, f"stages.{i}.lr: must be >= 0 (0: optim.lr), got {stage.lr}")
+        _check(
+            stage.crop >= 8 and stage.crop % scale == 0,
+            f"stages.{i}.crop: must be >= 8 and a multiple of the scale {scale}, got {stage.crop}",
+        )
+    data, train = config.data, config.train
+    _check(
+        data.val_size >= 0 and data.crops_per_image >= 1, "data.val_size >= 0 and data.crops_per_image >= 1"
+    )
+    _check(
+        data.val_crop >= 0 and data.val_crop % scale == 0, f"data.val_crop: a multiple of the scale {scale}"
+    )
+    _check(data.workers >= 0, f"data.workers: must be >= 0, got {data.workers}")
+    _check(train.time_budget_minutes >= 0, "train.time_budget_minutes: must be >= 0")
+    _check(train.checkpoint_minutes >= 0 and train.checkpoint_steps >= 0, "train.checkpoint_*: must be >= 0")
+    _check(train.log_every >= 1, f"train.log_every: must be >= 1, got {train.log_every}")
+    _check(train.threads >= 0 and train.samples >= 0, "train.threads and train.samples: must be >= 0")

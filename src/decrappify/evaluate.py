@@ -1,0 +1,402 @@
+"""Score restoration methods on a folder of clean images, the way the super-resolution papers do.
+
+Each clean image is cropped to a multiple of the task's scale and degraded once with the task's preset and a
+per-image random stream (`rng_for(seed, relative path)`), so every method sees exactly the same input and a rerun
+gives the same numbers. Every method's output is rounded to 8 bits (what a user saves, and what the published
+tables score) and compared with the clean image: PSNR and SSIM on the BT.601 Y channel with `scale` pixels cropped
+from each border, PSNR on RGB, and for watermark presets the PSNR inside the recorded watermark boxes.
+
+Methods, in the order the table lists them:
+- the baseline, always present: `bicubic` (Pillow BICUBIC upscaling of the degraded input) for scale > 1, and
+  `input` (the degraded input itself, unchanged) for scale 1, where "bicubic" would be the identity anyway;
+- OpenCV `dnn_superres` peers found in `peers_dir` at the task's scale (`peers.py`);
+- our models (`infer.Restorer`), by shipped name or file path.
+
+A method is any object with `name`, `scale` and `__call__(rgb_lq) -> rgb_out` (H x W x 3 float32 in [0, 1]),
+so tests and notebooks can pass their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from decrappify import degrade, metrics
+from decrappify.errors import ConfigError, DecrappifyError, InputError
+from decrappify.imageio import is_image_path, picture_to_pil, read_image
+from decrappify.report import write_json, write_report
+
+__all__ = [
+    "TASKS",
+    "EvaluationResult",
+    "ImageRecord",
+    "Method",
+    "MethodSummary",
+    "Scores",
+    "evaluate",
+    "write_json",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), clean-image pixels
+
+TASKS: tuple[str, ...] = ("sr-x4", "restore-x4", "restore-x1", "colorize")
+BASELINE = "bicubic"
+# PSNR of a perfect reconstruction is infinite; capping it keeps means and JSON finite (100 dB = MSE 6e-6 on 255).
+PSNR_CAP = 100.0
+CROP_SIZE = 96  # side of the report's crop, clean-image pixels
+
+
+class Method(Protocol):
+    """Something that restores a degraded picture: the unit `evaluate` scores and times."""
+
+    name: str
+    scale: int
+
+    def __call__(self, rgb_lq: np.ndarray) -> np.ndarray: ...
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float [0, 1] -> uint8 with rounding (clipped first, so over/undershoot cannot wrap around)."""
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class Bicubic:
+    """The baseline: Pillow BICUBIC upscaling in 8 bits (as measured in ../shared/README.md); identity at scale 1."""
+
+    def __init__(self, scale: int):
+        self.scale = scale
+        self.name = BASELINE if scale > 1 else "input"
+
+    def __call__(self, rgb_lq: np.ndarray) -> np.ndarray:
+        if self.scale == 1:
+            return np.asarray(rgb_lq, dtype=np.float32)
+        image = Image.fromarray(to_uint8(rgb_lq))
+        size = (image.width * self.scale, image.height * self.scale)
+        return np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+
+
+class ModelMethod:
+    """One of our models, through `infer.Restorer` (loaded once; each call is stateless)."""
+
+    def __init__(self, name_or_path: str | Path, scale: int):
+        # Imported here: torch and the model code are only needed when a model is actually evaluated.
+        from decrappify.infer import Restorer
+
+        self.restorer = Restorer.from_pretrained(name_or_path)
+        if self.restorer.scale != scale:
+            raise ConfigError(
+                f"model {name_or_path} upscales x{self.restorer.scale} but this task needs x{scale}"
+            )
+        self.name = self.restorer.name
+        self.scale = scale
+
+    def __call__(self, rgb_lq: np.ndarray) -> np.ndarray:
+        return self.restorer.restore_array(rgb_lq)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One method on one image."""
+
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float
+    psnr_watermark: float | None
+    seconds: float
+    megapixels: float  # output size
+
+
+@dataclass
+class ImageRecord:
+    """One image: its scores per method, and the crops the HTML report shows (uint8, not zoomed)."""
+
+    relative: str
+    scores: dict[str, Scores]
+    crop_box: Box
+    crops: dict[str, np.ndarray] = field(default_factory=dict)  # "input" (lq pixels), methods, "truth"
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One row of the table: means over images, total time, output throughput."""
+
+    method: str
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float
+    psnr_watermark: float | None
+    seconds: float
+    megapixels_per_second: float
+
+    def to_dict(self) -> dict:
+        def rounded(value: float | None, digits: int) -> float | None:
+            return None if value is None else round(value, digits)
+
+        return {
+            "method": self.method,
+            "psnr_y": rounded(self.psnr_y, 4),
+            "ssim_y": rounded(self.ssim_y, 6),
+            "psnr_rgb": rounded(self.psnr_rgb, 4),
+            "psnr_watermark": rounded(self.psnr_watermark, 4),
+            "seconds": rounded(self.seconds, 4),
+            "megapixels_per_second": rounded(self.megapixels_per_second, 4),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """Everything one evaluation produced; `summaries()` gives the table rows, in method order."""
+
+    task: str
+    dataset: str
+    scale: int
+    methods: list[str]
+    images: list[ImageRecord]
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summaries(self) -> list[MethodSummary]:
+        return [self._summary(name) for name in self.methods]
+
+    def _summary(self, name: str) -> MethodSummary:
+        rows = [record.scores[name] for record in self.images]
+        watermark = [row.psnr_watermark for row in rows if row.psnr_watermark is not None]
+        seconds = sum(row.seconds for row in rows)
+        megapixels = sum(row.megapixels for row in rows)
+        return MethodSummary(
+            method=name,
+            psnr_y=float(np.mean([row.psnr_y for row in rows])),
+            ssim_y=float(np.mean([row.ssim_y for row in rows])),
+            psnr_rgb=float(np.mean([row.psnr_rgb for row in rows])),
+            psnr_watermark=float(np.mean(watermark)) if watermark else None,
+            seconds=seconds,
+            megapixels_per_second=megapixels / seconds if seconds > 0 else math.inf,
+        )
+
+    def to_dict(self) -> dict:
+        results = [summary.to_dict() for summary in self.summaries()]
+        return {"task": self.task, "dataset": self.dataset, "scale": self.scale, "results": results}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    def to_markdown(self) -> str:
+        """A GitHub-markdown table with a title line naming task, dataset, image count and scale."""
+        summaries = self.summaries()
+        with_watermark = any(s.psnr_watermark is not None for s in summaries)
+        header = ["method", "PSNR_Y (dB)", "SSIM_Y", "PSNR_RGB (dB)"]
+        header += ["PSNR watermark (dB)"] if with_watermark else []
+        header += ["seconds", "output MP/s"]
+        lines = [
+            (
+                f"{self.task} on {self.dataset}: {len(self.images)} images, x{self.scale}, "
+                f"Y-channel scores with a {self.scale}-pixel border cropped"
+            ),
+            "",
+            "| " + " | ".join(header) + " |",
+            "| " + " | ".join("---" for _ in header) + " |",
+        ]
+        for s in summaries:
+            cells = [s.method, f"{s.psnr_y:.2f}", f"{s.ssim_y:.4f}", f"{s.psnr_rgb:.2f}"]
+            if with_watermark:
+                cells.append("-" if s.psnr_watermark is None else f"{s.psnr_watermark:.2f}")
+            cells += [f"{s.seconds:.2f}", f"{s.megapixels_per_second:.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def check_task(task: str) -> str:
+    """Reject unknown task names early, listing the valid ones."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return task
+
+
+def find_images(data_dir: str | Path) -> list[tuple[Path, str]]:
+    """All images under `data_dir` (recursive), as (path, relative posix path), sorted by relative path."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError(root, "not a folder of images")
+    found = [(p, p.relative_to(root).as_posix()) for p in root.rglob("*") if p.is_file() and is_image_path(p)]
+    if not found:
+        raise InputError(root, "no images found (looked for image files in this folder and below)")
+    return sorted(found, key=lambda item: item[1])
+
+
+def create_methods(
+    specs: Sequence[str | Method], scale: int, peers_dir: str | Path | None = None
+) -> list[Method]:
+    """The baseline, then peers from `peers_dir`, then each spec (a name, a path, or a ready `Method`)."""
+    methods: list[Method] = [Bicubic(scale)]
+    if peers_dir is not None:
+        from decrappify.peers import load_peers  # OpenCV is optional: only imported when peers are asked for
+
+        methods += load_peers(peers_dir, scale)
+    seen: set[str] = set()
+    for spec in specs:
+        if not isinstance(spec, str):
+            methods.append(spec)
+        elif spec.lower() not in (BASELINE, "input") and spec not in seen:  # the baseline is there once
+            seen.add(spec)
+            methods.append(ModelMethod(spec, scale))
+    return _unique_names(methods)
+
+
+def _unique_names(methods: list[Method]) -> list[Method]:
+    """Two models with the same stored name would share a table row: suffix the later ones."""
+    names: set[str] = set()
+    for method in methods:
+        base, n = method.name, 2
+        while method.name in names:
+            method.name, n = f"{base} ({n})", n + 1
+        names.add(method.name)
+    return methods
+
+
+def _warm_up(methods: Sequence[Method]) -> None:
+    """One tiny call each, so one-off setup (graph building, thread pools) is not billed to the first image."""
+    tiny = np.full((16, 16, 3), 0.5, dtype=np.float32)
+    for method in methods:
+        method(tiny)
+
+
+def evaluate(
+    data_dir: str | Path,
+    task: str,
+    methods: Sequence[str | Method] = (),
+    peers_dir: str | Path | None = None,
+    seed: int = 0,
+    *,
+    keep_crops: bool = True,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Degrade every image under `data_dir` with `task`'s preset and score the baseline, peers and `methods`.
+
+    Unreadable or too-small images are logged, skipped and listed in `result.failed`; if none is left,
+    `InputError`. `keep_crops` keeps the small crops `write_report` needs.
+    """
+    pipeline = degrade.create_preset(check_task(task))
+    scale = int(pipeline.scale)
+    images = find_images(data_dir)
+    chosen = create_methods(methods, scale, peers_dir)
+    _warm_up(chosen)
+    result = EvaluationResult(task, Path(data_dir).resolve().name, scale, [m.name for m in chosen], [])
+    for path, relative in tqdm(images, desc=f"evaluate {task}", unit="img", disable=not progress):
+        try:
+            record = evaluate_image(path, relative, pipeline, chosen, seed, keep_crops=keep_crops)
+        except DecrappifyError as error:
+            reason = error.reason if isinstance(error, InputError) and error.path == path else str(error)
+            log.warning("skipped %s: %s", path, reason)
+            result.failed.append((path, reason))
+            continue
+        result.images.append(record)
+    if not result.images:
+        raise InputError(Path(data_dir), f"none of the {len(images)} images could be evaluated")
+    return result
+
+
+def evaluate_image(
+    path: Path,
+    relative: str,
+    pipeline: degrade.Pipeline,
+    methods: Sequence[Method],
+    seed: int,
+    *,
+    keep_crops: bool = True,
+) -> ImageRecord:
+    """Degrade one clean image once, run and score every method on it; `InputError` if it cannot be scored."""
+    scale = int(pipeline.scale)
+    picture = read_image(path)
+    minimum = 2 * scale + metrics.SSIM_WINDOW  # the border crop, then one SSIM window
+    height, width = picture.rgb.shape[:2]
+    if min(width - width % scale, height - height % scale) < minimum:
+        raise InputError(path, f"too small to score at x{scale}: needs at least {minimum}x{minimum} pixels")
+    clean = degrade.modcrop(picture_to_pil(picture), scale)
+    degraded = pipeline(clean, degrade.rng_for(seed, relative))
+    lq_image = degraded.image.convert("RGB")
+    if (lq_image.width * scale, lq_image.height * scale) != clean.size:
+        raise InputError(path, f"degraded to {lq_image.size}, expected {clean.size} / {scale}")
+    hq = metrics.modcrop_array(picture.rgb, scale)
+    lq = np.asarray(lq_image, dtype=np.float32) / 255.0
+    boxes = [_scale_box(box, int(degraded.scale)) for box in degraded.boxes]
+    record = ImageRecord(relative, {}, choose_crop(hq, boxes, scale))
+    for method in methods:
+        started = time.perf_counter()
+        out = method(lq)
+        seconds = time.perf_counter() - started
+        pred = to_uint8(out)
+        if pred.shape != hq.shape:
+            raise InputError(path, f"{method.name} returned {pred.shape}, expected {hq.shape}")
+        record.scores[method.name] = score(pred.astype(np.float32) / 255.0, hq, scale, boxes, seconds)
+        if keep_crops:
+            record.crops[method.name] = _crop(pred, record.crop_box)
+    if keep_crops:
+        record.crops["input"] = _crop(to_uint8(lq), tuple(v // scale for v in record.crop_box))
+        record.crops["truth"] = _crop(to_uint8(hq), record.crop_box)
+    return record
+
+
+def score(pred: np.ndarray, hq: np.ndarray, border: int, boxes: Sequence[Box], seconds: float) -> Scores:
+    """All scores of one output against its clean image (PSNRs capped at `PSNR_CAP`)."""
+    in_boxes = [min(metrics.psnr_in_box(pred, hq, box), PSNR_CAP) for box in boxes]
+    return Scores(
+        psnr_y=min(metrics.psnr_y(pred, hq, border), PSNR_CAP),
+        ssim_y=metrics.ssim_y(pred, hq, border),
+        psnr_rgb=min(metrics.psnr_rgb(pred, hq, border), PSNR_CAP),
+        psnr_watermark=float(np.mean(in_boxes)) if in_boxes else None,
+        seconds=seconds,
+        megapixels=pred.shape[0] * pred.shape[1] / 1e6,
+    )
+
+
+def _scale_box(box: Sequence[int], scale: int) -> Box:
+    left, top, right, bottom = (int(v) * scale for v in box)
+    return left, top, right, bottom
+
+
+def _crop(arr: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    left, top, right, bottom = box
+    return np.ascontiguousarray(arr[top:bottom, left:right])
+
+
+def choose_crop(hq: np.ndarray, boxes: Sequence[Box], scale: int, size: int = CROP_SIZE) -> Box:
+    """The report's crop: around the watermark boxes if any, else the most detailed `size` px square.
+
+    Edges are aligned to multiples of `scale`, so the same region of the degraded input is exactly the crop / scale.
+    """
+    height, width = hq.shape[:2]
+    if boxes:
+        margin = 8
+        left = max(min(b[0] for b in boxes) - margin, 0) // scale * scale
+        top = max(min(b[1] for b in boxes) - margin, 0) // scale * scale
+        right = min(max(b[2] for b in boxes) + margin, width) // scale * scale
+        bottom = min(max(b[3] for b in boxes) + margin, height) // scale * scale
+        if right > left and bottom > top:
+            return left, top, right, bottom
+    side = max(min(size, height, width) // scale * scale, scale)
+    luma = metrics.rgb_to_y(hq)
+    # Window sums of Y and Y^2 from summed-area tables: the variance of every candidate square in one pass.
+    table = np.zeros((2, height + 1, width + 1))
+    table[0, 1:, 1:] = luma.cumsum(0).cumsum(1)
+    table[1, 1:, 1:] = (luma**2).cumsum(0).cumsum(1)
+    step = max(8 // scale, 1) * scale
+    tops = np.arange(0, height - side + 1, step)[:, None]
+    lefts = np.arange(0, width - side + 1, step)[None, :]
+    sums = table[:, tops + side, lefts + side] - table[:, tops, lefts + side]
+    sums = sums - table[:, tops + side, lefts] + table[:, tops, lefts]
+    variance = sums[1] / side**2 - (sums[0] / side**2) ** 2
+    row, col = np.unravel_index(int(np.argmax(variance)), variance.shape)
+    top, left = int(tops[row, 0]), int(lefts[0, col])
+    return left, top, left + side, top + side

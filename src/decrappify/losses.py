@@ -1,0 +1,262 @@
+"""Training losses: pixel, and fastai's feature + gram ("perceptual") loss with weights fitted to the backbone.
+
+fastai's lesson-7 weights (5 / 15 / 2 for the features, 5e3 * w^2 for the gram matrices) were tuned to VGG16-BN's
+activation scale; on another backbone the same constants make one term swamp the rest (a gram term 10^7 times the
+pixel loss on the shared VGG16, see ../shared/docs/feature-loss.md). So the weights here are *calibrated*: measure
+each raw term on bicubic outputs vs truth and pick the weight that makes it a chosen multiple of the pixel loss
+(:func:`calibrate_feature_weights`); the trainer stores the result in its config. Every term is returned
+separately so it can be logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from decrappify import weights as weights_io
+from decrappify.errors import ConfigError, WeightsError
+from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
+
+log = logging.getLogger(__name__)
+
+#: relu2_2, relu3_3, relu4_3 of torchvision's ``vgg16().features`` (the layers before the 2nd-4th max-pool).
+DEFAULT_LAYER_IDS = (8, 15, 22)
+#: Each term as a multiple of the pixel L1 on bicubic outputs (feature-loss.md, "What worked").
+DEFAULT_FEATURE_RATIOS = (1.0, 3.0, 0.4)
+DEFAULT_GRAM_RATIOS = (0.1, 0.9, 0.02)
+#: Weights calibrated with those ratios on the shared (rescaled) VGG16 file and bicubic x4 outputs of 96-pixel
+#: BSDS500 crops, as used in the run of feature-loss.md; any other backbone file must be calibrated again.
+SHARED_VGG16_FEATURE_WEIGHTS = (0.056, 0.16, 0.021)
+SHARED_VGG16_GRAM_WEIGHTS = (0.54, 11.4, 0.44)
+
+PIXEL_KINDS = {"l1": F.l1_loss, "mse": F.mse_loss}
+_CONFIG_KEYS = ("layer_ids", "feature_weights", "gram_weights", "pixel_weight", "pixel_kind")
+
+
+class PixelLoss(nn.Module):
+    """Mean absolute (``"l1"``) or squared (``"mse"``) error between ``pred`` and ``hq``."""
+
+    def __init__(self, kind: str = "l1"):
+        super().__init__()
+        if kind not in PIXEL_KINDS:
+            raise ConfigError(f"unknown pixel loss '{kind}'; choose one of: {', '.join(PIXEL_KINDS)}")
+        self.kind = kind
+
+    def forward(self, pred: Tensor, hq: Tensor) -> Tensor:
+        return PIXEL_KINDS[self.kind](pred, hq)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+def gram_matrix(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, C) channel correlations divided by C*H*W, as fastai computes them (texture)."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def _features_sequential(vgg_features: nn.Module) -> nn.Sequential:
+    """The ``nn.Sequential`` of conv/ReLU/pool layers: the module itself or its ``.features`` (VGGFeatures)."""
+    seq = getattr(vgg_features, "features", vgg_features)
+    if not isinstance(seq, nn.Sequential):
+        raise ConfigError(
+            f"feature loss needs an nn.Sequential (or a module with .features), got {type(seq)}"
+        )
+    return seq
+
+
+class FeatureLoss(nn.Module):
+    """pixel + sum_i wf_i * L1(feat_i) + sum_i wg_i * L1(gram_i) on a frozen feature extractor.
+
+    ``forward(pred, hq)`` returns ``(total, terms)`` where ``terms`` holds the weighted ``"pixel"``,
+    ``"feat_<i>"`` and ``"gram_<i>"`` values (their sum is ``total``). Only the layers up to the deepest of
+    ``layer_ids`` are kept and run. The target's features are computed without gradients.
+    """
+
+    def __init__(
+        self,
+        vgg_features: nn.Module,
+        layer_ids: Sequence[int] = DEFAULT_LAYER_IDS,
+        feature_weights: Sequence[float] = SHARED_VGG16_FEATURE_WEIGHTS,
+        gram_weights: Sequence[float] = SHARED_VGG16_GRAM_WEIGHTS,
+        pixel_weight: float = 1.0,
+        pixel_kind: str = "l1",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        super().__init__()
+        seq = _features_sequential(vgg_features)
+        self.layer_ids = tuple(int(i) for i in layer_ids)
+        if not self.layer_ids or min(self.layer_ids) < 0 or max(self.layer_ids) >= len(seq):
+            raise ConfigError(f"feature loss layer_ids {self.layer_ids} must lie in 0..{len(seq) - 1}")
+        if len(feature_weights) != len(self.layer_ids) or len(gram_weights) != len(self.layer_ids):
+            raise ConfigError(
+                f"feature loss: {len(self.layer_ids)} layers but {len(feature_weights)} feature weights "
+                f"and {len(gram_weights)} gram weights"
+            )
+        self.feature_weights = tuple(float(w) for w in feature_weights)
+        self.gram_weights = tuple(float(w) for w in gram_weights)
+        self.pixel_weight = float(pixel_weight)
+        self.pixel = PixelLoss(pixel_kind)
+        self.vgg = seq[: max(self.layer_ids) + 1]  # stop early: deeper layers are never run (nor kept)
+        self.vgg.eval()
+        self.vgg.requires_grad_(False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_fastai_weights(
+        cls,
+        vgg_features: nn.Module,
+        layer_ids: Sequence[int] = DEFAULT_LAYER_IDS,
+        weights: Sequence[float] = (5.0, 15.0, 2.0),
+        gram_factor: float = 5e3,
+    ) -> FeatureLoss:
+        """fastai lesson 7's constants (w, and 5e3 * w^2 for gram): for reference only, tuned to VGG16-BN."""
+        return cls(vgg_features, layer_ids, weights, [gram_factor * w * w for w in weights])
+
+    def train(self, mode: bool = True) -> FeatureLoss:
+        """Keep the backbone in eval mode whatever the caller asks (its BatchNorm statistics are frozen)."""
+        super().train(mode)
+        self.vgg.eval()
+        return self
+
+    def config(self) -> dict:
+        """The JSON-serialisable weights (what :func:`calibrate_feature_weights` returns)."""
+        return {
+            "layer_ids": list(self.layer_ids),
+            "feature_weights": list(self.feature_weights),
+            "gram_weights": list(self.gram_weights),
+            "pixel_weight": self.pixel_weight,
+            "pixel_kind": self.pixel.kind,
+        }
+
+    def extract(self, x: Tensor) -> list[Tensor]:
+        """Features of an image batch in [0, 1] at ``layer_ids`` (normalised first; stops at the deepest)."""
+        x = (x - self.mean) / self.std
+        wanted, found = set(self.layer_ids), {}
+        last = len(self.vgg) - 1
+        for i, module in enumerate(self.vgg):
+            x = module(x)
+            if i in wanted:
+                following = self.vgg[i + 1] if i < last else None
+                # an in-place ReLU next would overwrite the stored tensor
+                found[i] = x.clone() if getattr(following, "inplace", False) else x
+        return [found[i] for i in self.layer_ids]
+
+    def raw_terms(self, pred: Tensor, hq: Tensor) -> dict[str, Tensor]:
+        """Unweighted terms: pixel loss, L1 of each layer's features and of each layer's gram matrix."""
+        with torch.no_grad():
+            hq_feats = self.extract(hq)
+        pred_feats = self.extract(pred)
+        terms = {"pixel": self.pixel(pred, hq)}
+        for i, (fp, fh) in enumerate(zip(pred_feats, hq_feats, strict=True)):
+            terms[f"feat_{i}"] = F.l1_loss(fp, fh)
+            terms[f"gram_{i}"] = F.l1_loss(gram_matrix(fp), gram_matrix(fh))
+        return terms
+
+    def forward(self, pred: Tensor, hq: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raw = self.raw_terms(pred, hq)
+        terms = {"pixel": raw["pixel"] * self.pixel_weight}
+        for i in range(len(self.layer_ids)):
+            terms[f"feat_{i}"] = raw[f"feat_{i}"] * self.feature_weights[i]
+        for i in range(len(self.layer_ids)):
+            terms[f"gram_{i}"] = raw[f"gram_{i}"] * self.gram_weights[i]
+        total = torch.stack(list(terms.values())).sum()
+        return total, terms
+
+    def extra_repr(self) -> str:
+        return (
+            f"layer_ids={self.layer_ids}, feature_weights={self.feature_weights}, "
+            f"gram_weights={self.gram_weights}, pixel_weight={self.pixel_weight}"
+        )
+
+
+def calibrate_feature_weights(
+    vgg_features: nn.Module,
+    lq_batch_upsampled: Tensor,
+    hq_batch: Tensor,
+    feature_ratios: Sequence[float] = DEFAULT_FEATURE_RATIOS,
+    gram_ratios: Sequence[float] = DEFAULT_GRAM_RATIOS,
+    layer_ids: Sequence[int] = DEFAULT_LAYER_IDS,
+    pixel_kind: str = "l1",
+) -> dict:
+    """Weights making each term ``ratio * pixel loss`` on this batch (e.g. bicubic outputs vs truth).
+
+    Returns plain floats and lists (JSON-serialisable) with the keys of :meth:`FeatureLoss.config`, so
+    ``FeatureLoss(vgg, **result)`` rebuilds the loss and the trainer can store ``result`` in its config.
+    """
+    ones = [1.0] * len(layer_ids)
+    if len(feature_ratios) != len(layer_ids) or len(gram_ratios) != len(layer_ids):
+        raise ConfigError(
+            f"calibration: need one feature ratio and one gram ratio per layer {tuple(layer_ids)}"
+        )
+    probe = FeatureLoss(vgg_features, layer_ids, ones, ones, pixel_kind=pixel_kind)
+    probe = probe.to(hq_batch.device)
+    with torch.no_grad():
+        raw = {k: float(v) for k, v in probe.raw_terms(lq_batch_upsampled, hq_batch).items()}
+    for name, value in raw.items():
+        if not math.isfinite(value) or value <= 0.0:
+            raise ConfigError(
+                f"calibration: raw term {name} is {value}; the calibration batch must differ from its targets"
+            )
+    pixel = raw["pixel"]
+    result = {
+        "layer_ids": [int(i) for i in layer_ids],
+        "feature_weights": [r * pixel / raw[f"feat_{i}"] for i, r in enumerate(feature_ratios)],
+        "gram_weights": [r * pixel / raw[f"gram_{i}"] for i, r in enumerate(gram_ratios)],
+        "pixel_weight": 1.0,
+        "pixel_kind": pixel_kind,
+    }
+    log.info("feature loss calibrated: raw terms %s -> weights %s", raw, result)
+    return result
+
+
+def _resolve_vgg_weights(weights_path: str | Path | None) -> str | Path:
+    """The weights file to load; ``WeightsError`` saying how to provide one when there is none."""
+    if weights_path is None:
+        weights_path = weights_io.default_vgg16_weights()
+    if weights_path is None:
+        raise WeightsError(
+            "no VGG16 weights for the feature loss: set the config key feature_loss.weights or the environment "
+            f"variable {weights_io.VGG_WEIGHTS_ENV} to a .safetensors/.pth file (torchvision's vgg16 ImageNet "
+            f"file works: {weights_io.PRETRAINED['vgg16'].url})"
+        )
+    return weights_path
+
+
+def create_feature_loss(
+    weights_path: str | Path | None = None,
+    layer_ids: Sequence[int] | None = None,
+    weights: Mapping | None = None,
+) -> FeatureLoss:
+    """A :class:`FeatureLoss` on VGG16 loaded from ``weights_path`` (default: :func:`default_vgg16_weights`).
+
+    ``weights`` is a dict as returned by :func:`calibrate_feature_weights` (or stored in a training config);
+    without it the weights calibrated for the shared VGG16 file are used.
+    """
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown feature loss keys {unknown}; valid keys: {', '.join(_CONFIG_KEYS)}")
+    stored_ids = weights.pop("layer_ids", None)
+    if layer_ids is not None and stored_ids is not None and list(layer_ids) != list(stored_ids):
+        raise ConfigError(
+            f"feature loss layer_ids {list(layer_ids)} differ from the weights' {list(stored_ids)}"
+        )
+    layer_ids = tuple(layer_ids or stored_ids or DEFAULT_LAYER_IDS)
+    source = _resolve_vgg_weights(weights_path)
+    vgg = create_backbone("vgg16")
+    state_dict = weights_io.load_state_dict_file(source)
+    weights_io.load_into(vgg, state_dict, what=str(source), ignore_prefixes=("classifier.",))
+    log.info("feature loss: VGG16 features from %s, layers %s", source, layer_ids)
+    return FeatureLoss(vgg, layer_ids, **weights)

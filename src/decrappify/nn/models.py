@@ -1,0 +1,72 @@
+"""The generator registry, ``create_model(config)``, and FLOP counting.
+
+A config is a plain JSON-able dict: ``{"arch": "compact", "scale": 4, ...}``; every other key is a keyword
+argument of the arch's class. Model files store this dict, so a file rebuilds its own model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from decrappify.errors import ConfigError
+from decrappify.nn.unet import CompactUnet, UnetGenerator
+
+ARCHS: dict[str, type[nn.Module]] = {
+    "unet": UnetGenerator,
+    "compact": CompactUnet,
+}
+
+
+def arch_options(arch: str) -> list[str]:
+    """The config keys an arch accepts besides ``arch``."""
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown arch '{arch}'; choose one of: {', '.join(ARCHS)}")
+    params = inspect.signature(ARCHS[arch].__init__).parameters
+    return [name for name in params if name != "self"]
+
+
+def create_model(config: Mapping) -> nn.Module:
+    """Build a randomly initialised generator from ``config`` (``ConfigError`` for an unknown arch or key)."""
+    if not isinstance(config, Mapping) or "arch" not in config:
+        raise ConfigError(f"model config needs an 'arch' key; choose one of: {', '.join(ARCHS)}")
+    kwargs = dict(config)
+    arch = kwargs.pop("arch")
+    valid = arch_options(arch)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for arch '{arch}'; valid options: {', '.join(valid)}"
+        )
+    try:
+        return ARCHS[arch](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid config for arch '{arch}': {exc}") from exc
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 128, 128)) -> int:
+    """FLOPs of one forward pass (a multiply-add counts 2), counted by torch's FlopCounterMode (convolutions,
+    matrix products and attention; element-wise operations are not counted)."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        x = torch.rand(*input_size, device=param.device if param is not None else "cpu")
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def gflops_per_output_megapixel(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 128, 128)) -> float:
+    """GFLOPs per megapixel of output: the speed-independent cost figure the benchmarks report."""
+    scale = getattr(model, "scale", 1)
+    n, _, h, w = input_size
+    output_megapixels = n * h * w * scale * scale / 1e6
+    return count_flops(model, input_size) / 1e9 / output_megapixels

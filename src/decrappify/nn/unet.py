@@ -1,0 +1,308 @@
+"""Generators: a fastai-style U-Net on a ResNet encoder, and a compact U-Net for CPUs.
+
+Both map ``lq`` (N, 3, h, w) in [0, 1] to ``pred`` (N, 3, h*scale, w*scale); any h, w work (the input is padded
+to a multiple of the network's stride inside ``forward`` and the output cropped back). In training mode the
+output is left unclamped so gradients flow; in eval mode it is clamped to [0, 1].
+
+Super-resolution runs the whole network at the LOW resolution and upsamples once at the end (a pixel-shuffle
+head, ICNR-initialised, added to a bicubic upsampling of the input: the "last cross connection" carried to the
+output). fastai's lesson instead enlarges the input with bicubic first and runs the U-Net at the high
+resolution (``sr_mode="hr"``, kept for comparison). Measured on this 2-core CPU, x4, 128x128 -> 512x512, ResNet-34
+encoder, fp32 (``benchmarks/bench_generators.py``): ``hr`` costs 16x the FLOPs of ``lr`` and runs ~13x slower,
+and a short equal-steps training gave ``lr`` the better PSNR (numbers in the benchmark's docstring and
+in docs), so ``lr`` is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from decrappify.errors import ConfigError
+from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, ResNet
+from decrappify.nn.layers import PixelShuffleUpsample, ResBlock, SelfAttention, check_norm, conv_layer
+
+UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
+OUTPUT_MODES = ("residual", "sigmoid")
+SR_MODES = ("lr", "hr")
+ENCODERS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+
+
+def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+    return value
+
+
+def _check_scale(scale: int) -> int:
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 8:
+        raise ConfigError(f"scale must be an integer from 1 to 8, got {scale!r}")
+    return scale
+
+
+def upsample(x: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
+    """Plain interpolation by an integer factor (the global skip of the super-resolution generators)."""
+    if scale == 1:
+        return x
+    align = None if mode == "nearest" else False
+    return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=align)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Replicate-pad the bottom and right so both sides are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class Generator(nn.Module):
+    """What every generator shares: ``scale``, the output range, parameter groups and freezing helpers."""
+
+    def __init__(self, scale: int, output: str, y_range: Sequence[float], upsample_mode: str):
+        super().__init__()
+        self.scale = _check_scale(scale)
+        self.output = _choice("output", output, OUTPUT_MODES)
+        self.upsample_mode = _choice("upsample", upsample_mode, UPSAMPLE_MODES)
+        if len(y_range) != 2 or not y_range[0] < y_range[1]:
+            raise ConfigError(f"y_range must be (low, high) with low < high, got {y_range!r}")
+        self.y_range = (float(y_range[0]), float(y_range[1]))
+
+    def _finish(self, base: Tensor, head: Tensor) -> Tensor:
+        """``base + head`` (residual) or a sigmoid scaled to ``y_range``; clamped to [0, 1] in eval mode."""
+        if self.output == "residual":
+            pred = base + head
+        else:
+            low, high = self.y_range
+            pred = low + (high - low) * torch.sigmoid(head)
+        return pred if self.training else pred.clamp(0.0, 1.0)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def parameter_groups(self) -> list[dict]:
+        """``[{"name": "encoder", "params": ...}, {"name": "decoder", "params": ...}]`` (empty groups left out),
+        for discriminative learning rates."""
+        encoder_ids = {id(p) for p in self.encoder_parameters()}
+        groups = [
+            {"name": "encoder", "params": self.encoder_parameters()},
+            {"name": "decoder", "params": [p for p in self.parameters() if id(p) not in encoder_ids]},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def freeze_encoder(self, train_bn: bool = True) -> None:
+        """Stop gradients to the encoder (batch-norm parameters stay trainable when ``train_bn``, as fastai)."""
+
+    def unfreeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+
+class UnetBlock(nn.Module):
+    """fastai's decoder step: pixel-shuffle up, concatenate the normalised skip feature, two convolutions."""
+
+    def __init__(
+        self,
+        up_channels: int,
+        skip_channels: int,
+        *,
+        final_div: bool,
+        blur: bool,
+        self_attention: bool,
+        norm: str,
+    ):
+        super().__init__()
+        self.up = PixelShuffleUpsample(up_channels, up_channels // 2, blur=blur, norm=norm)
+        self.skip_bn = nn.BatchNorm2d(skip_channels)
+        ni = up_channels // 2 + skip_channels
+        self.out_channels = ni // 2 if final_div else ni
+        self.conv1 = conv_layer(ni, self.out_channels, norm=norm)
+        self.conv2 = conv_layer(self.out_channels, self.out_channels, norm=norm)
+        self.attention = SelfAttention(self.out_channels) if self_attention else None
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.relu(torch.cat([self.up(x), self.skip_bn(skip)], dim=1))
+        x = self.conv2(self.conv1(x))
+        return self.attention(x) if self.attention is not None else x
+
+
+class UnetGenerator(Generator):
+    """U-Net on a ResNet-18/34/50 encoder, after fastai's DynamicUnet (lesson 7).
+
+    Skip features are taken where the resolution changes (strides 2, 4, 8, 16); the decoder upsamples with
+    ICNR pixel shuffle (optional blur), optional self-attention at stride 8, then the last cross connection:
+    the input is concatenated to the decoder output and a residual block follows. ``encoder_width=64`` is
+    torchvision's ResNet, whose ImageNet weights load with :meth:`load_encoder` (the caller reads the file with
+    ``decrappify.weights``; the constructor never downloads). The encoder normalises its input with the
+    ImageNet mean/std itself. ``sr_mode="lr"``: see the module docstring.
+    """
+
+    stride = 32
+
+    def __init__(
+        self,
+        encoder: str = "resnet34",
+        scale: int = 1,
+        *,
+        encoder_width: int = 64,
+        norm: str = "weight",
+        blur: bool = True,
+        blur_final: bool = True,
+        self_attention: bool = True,
+        last_cross: bool = True,
+        output: str = "residual",
+        y_range: Sequence[float] = (-0.1, 1.1),
+        upsample: str = "bicubic",
+        sr_mode: str = "lr",
+    ):
+        super().__init__(scale, output, y_range, upsample)
+        depth = ENCODERS.get(encoder)
+        if depth is None:
+            raise ConfigError(f"unknown encoder '{encoder}'; choose one of: {', '.join(ENCODERS)}")
+        check_norm(norm)
+        self.sr_mode = _choice("sr_mode", sr_mode, SR_MODES)
+        self.encoder = ResNet(depth, width=encoder_width, num_classes=None)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        channels = self.encoder.feature_channels
+        deepest = channels[-1]
+        self.middle = nn.Sequential(
+            nn.BatchNorm2d(deepest),
+            nn.ReLU(),
+            conv_layer(deepest, deepest * 2, norm=norm),
+            conv_layer(deepest * 2, deepest, norm=norm),
+        )
+        self.blocks = nn.ModuleList()
+        up = deepest
+        skips = channels[-2::-1]  # strides 16, 8, 4, 2
+        for i, skip in enumerate(skips):
+            final = i == len(skips) - 1
+            block = UnetBlock(
+                up,
+                skip,
+                final_div=final,
+                blur=blur and (blur_final or not final),
+                self_attention=self_attention and i == len(skips) - 3,
+                norm=norm,
+            )
+            self.blocks.append(block)
+            up = block.out_channels
+        self.final_up = PixelShuffleUpsample(up, up, 2, norm=norm)  # stride 2 -> 1
+        self.last_cross = ResBlock(up + 3, norm=norm) if last_cross else None
+        features = up + 3 if last_cross else up
+        head_scale = scale if self.sr_mode == "lr" else 1
+        self.head = PixelShuffleUpsample(
+            features, 3, head_scale, act=None, kernel_size=1 if head_scale == 1 else 3
+        )
+        with torch.no_grad():  # start near the (upsampled) input: decoder features have std ~5 at init
+            self.head.conv.weight.mul_(0.01)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def encoder_state_keys(self) -> list[str]:
+        """The keys :meth:`load_encoder` expects: torchvision's ResNet keys without ``fc.*``."""
+        return list(self.encoder.state_dict())
+
+    def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
+        """Load ImageNet (or any torchvision-layout) ResNet weights into the encoder; ``fc.*`` is ignored."""
+        from decrappify.weights import load_into  # weights imports nn; a local import keeps nn free of I/O
+
+        load_into(self.encoder, state_dict, what=what, ignore_prefixes=("fc.",))
+
+    def freeze_encoder(self, train_bn: bool = True) -> None:
+        for module in self.encoder.modules():
+            trainable = train_bn and isinstance(module, nn.BatchNorm2d)
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(trainable)
+
+    def _body(self, x: Tensor) -> Tensor:
+        features = self.encoder.forward_features((x - self.mean) / self.std)
+        y = self.middle(features[-1])
+        for block, skip in zip(self.blocks, features[-2::-1], strict=True):
+            y = block(y, skip)
+        y = self.final_up(y)
+        if self.last_cross is not None:
+            y = self.last_cross(torch.cat([y, x], dim=1))
+        return self.head(y)
+
+    def forward(self, lq: Tensor) -> Tensor:
+        h, w = lq.shape[-2:]
+        base = upsample(lq, self.scale, self.upsample_mode)
+        x = base if self.sr_mode == "hr" else lq
+        head = self._body(pad_to_multiple(x, self.stride))
+        return self._finish(base, head[..., : h * self.scale, : w * self.scale])
+
+
+class CompactUnet(Generator):
+    """A small U-Net for CPUs: every convolution at the input's (low) resolution or below.
+
+    Levels LR, LR/2, LR/4 of EDSR-style residual blocks (no normalisation) with concatenated skips; a single
+    ICNR pixel-shuffle head to ``scale`` and a global skip of the bicubic-upsampled input (the last cross
+    connection). ``widths`` are the channels per level, ``blocks`` the residual blocks per level and side
+    (encoder and decoder each get ``blocks[0]`` at LR and ``blocks[1]`` at LR/2; the bottleneck gets
+    ``blocks[2]``). The defaults: ~0.6M parameters, ~95 GFLOPs per output megapixel at x4.
+    """
+
+    stride = 4
+
+    def __init__(
+        self,
+        scale: int = 4,
+        *,
+        widths: Sequence[int] = (48, 64, 96),
+        blocks: Sequence[int] = (2, 2, 2),
+        act: str = "relu",
+        res_scale: float = 1.0,
+        self_attention: bool = False,
+        output: str = "residual",
+        y_range: Sequence[float] = (-0.1, 1.1),
+        upsample: str = "bicubic",
+    ):
+        super().__init__(scale, output, y_range, upsample)
+        if len(widths) != 3 or len(blocks) != 3 or min(widths) < 1 or min(blocks) < 0:
+            raise ConfigError(
+                f"widths and blocks need 3 entries each (LR, /2, /4), got {widths!r}, {blocks!r}"
+            )
+        w0, w1, w2 = widths
+
+        def stack(channels: int, count: int) -> nn.Sequential:
+            return nn.Sequential(
+                *(ResBlock(channels, norm="none", act=act, res_scale=res_scale) for _ in range(count))
+            )
+
+        self.stem = nn.Conv2d(3, w0, 3, padding=1)
+        self.enc0 = stack(w0, blocks[0])
+        self.down1 = nn.Conv2d(w0, w1, 3, stride=2, padding=1)
+        self.enc1 = stack(w1, blocks[1])
+        self.down2 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
+        self.middle = stack(w2, blocks[2])
+        self.attention = SelfAttention(w2) if self_attention else None
+        self.up1 = PixelShuffleUpsample(w2, w1, 2, act=None)
+        self.fuse1 = nn.Conv2d(2 * w1, w1, 1)
+        self.dec1 = stack(w1, blocks[1])
+        self.up0 = PixelShuffleUpsample(w1, w0, 2, act=None)
+        self.fuse0 = nn.Conv2d(2 * w0, w0, 1)
+        self.dec0 = stack(w0, blocks[0])
+        self.head = PixelShuffleUpsample(w0, 3, scale, act=None, kernel_size=3)
+        with torch.no_grad():
+            self.head.conv.weight.mul_(0.1)  # start near the bicubic upsampling
+
+    def _body(self, x: Tensor) -> Tensor:
+        s0 = self.stem(x)
+        e0 = self.enc0(s0)
+        e1 = self.enc1(self.down1(e0))
+        m = self.middle(self.down2(e1))
+        if self.attention is not None:
+            m = self.attention(m)
+        d1 = self.dec1(self.fuse1(torch.cat([self.up1(m), e1], dim=1)))
+        d0 = self.dec0(self.fuse0(torch.cat([self.up0(d1), e0], dim=1)))
+        return self.head(d0 + s0)
+
+    def forward(self, lq: Tensor) -> Tensor:
+        h, w = lq.shape[-2:]
+        head = self._body(pad_to_multiple(lq, self.stride))
+        base = upsample(lq, self.scale, self.upsample_mode)
+        return self._finish(base, head[..., : h * self.scale, : w * self.scale])

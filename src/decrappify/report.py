@@ -1,0 +1,168 @@
+"""Write an evaluation to disk: the JSON summary and a self-contained HTML page of side-by-side crops.
+
+The page shows, per image, the same region from the degraded input, every method, and the clean truth, zoomed
+with nearest neighbour so that no browser smoothing hides or invents detail. Pictures are PNG files next to
+`index.html`, linked relatively, with no external resources: the folder can be zipped, mailed or served as is.
+Every file is written atomically (temporary file in the same folder, then `os.replace`), so an interrupted run
+never leaves a half-written page or picture behind.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from decrappify.errors import OutputError
+
+if TYPE_CHECKING:  # evaluate re-exports write_report / write_json, so it imports this module, not the reverse
+    from decrappify.evaluate import EvaluationResult, ImageRecord
+
+_CROP_NAME = re.compile(r"[0-9]{3,}-[0-9]{2,}-[a-z0-9-]+\.png")
+DISPLAY_SIZE = 192  # target on-screen side of a crop, pixels (zoom is an integer factor)
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.row { display: flex; flex-wrap: wrap; gap: 0.6em; margin-bottom: 1.5em; }
+figure { margin: 0; }
+figcaption { font-size: 0.85em; text-align: center; max-width: 16em; }
+img { image-rendering: pixelated; display: block; }
+"""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder; OutputError naming the path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise OutputError(path, f"cannot write: {error.strerror or error}") from error
+    return path
+
+
+def write_json(result: EvaluationResult, path: str | Path) -> Path:
+    """The summary as JSON: {"task", "dataset", "scale", "results": [...]} (see `EvaluationResult.to_dict`)."""
+    return atomic_write_bytes(path, result.to_json().encode("utf-8"))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "method"
+
+
+def _zoom(arr: np.ndarray, factor: int) -> np.ndarray:
+    return arr.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else arr
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _columns(result: EvaluationResult, record: ImageRecord) -> list[tuple[str, list[str], np.ndarray, int]]:
+    """(key, caption lines, crop, zoom) per column: input, each method in table order, truth."""
+    left, top, right, bottom = record.crop_box
+    zoom = max(1, DISPLAY_SIZE // max(right - left, bottom - top, 1))
+    columns = [
+        ("input", [f"input (x{result.scale * zoom} nearest)"], record.crops["input"], zoom * result.scale)
+    ]
+    for name in result.methods:
+        scores = record.scores[name]
+        caption = [name, f"{scores.psnr_y:.2f} dB / {scores.ssim_y:.4f}"]
+        if scores.psnr_watermark is not None:
+            caption.append(f"watermark {scores.psnr_watermark:.2f} dB")
+        columns.append((name, caption, record.crops[name], zoom))
+    columns.append(("truth", ["truth"], record.crops["truth"], zoom))
+    return columns
+
+
+def _image_section(
+    result: EvaluationResult, record: ImageRecord, index: int, out_dir: Path
+) -> tuple[str, list[str]]:
+    """One image's heading and row of figures, and the names of the PNG files written for it."""
+    figures, names = [], []
+    for column, (key, caption, crop, zoom) in enumerate(_columns(result, record)):
+        name = f"{index:03d}-{column:02d}-{_slug(key)}.png"  # matches _CROP_NAME
+        zoomed = _zoom(crop, zoom)
+        atomic_write_bytes(out_dir / name, _png(zoomed))
+        names.append(name)
+        size = f'width="{zoomed.shape[1]}" height="{zoomed.shape[0]}"'
+        text = "<br>".join(map(html.escape, caption))
+        figures.append(
+            f'<figure><img src="{html.escape(name)}" {size} alt="{html.escape(caption[0])}">'
+            f"<figcaption>{text}</figcaption></figure>"
+        )
+    box = ", ".join(str(v) for v in record.crop_box)
+    heading = f"<h2>{html.escape(record.relative)}</h2>\n<p>crop (left, top, right, bottom): {box}</p>"
+    return f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>", names
+
+
+def _summary_table(result: EvaluationResult) -> str:
+    rows = result.to_dict()["results"]
+    keys = ["method", "psnr_y", "ssim_y", "psnr_rgb", "psnr_watermark", "seconds", "megapixels_per_second"]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape('-' if r[k] is None else str(r[k]))}</td>" for k in keys)
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _remove_stale_crops(out_dir: Path, keep: set[str]) -> None:
+    """Delete crops an earlier report left in `out_dir` (only files named like ours), so the page and folder agree."""
+    for path in out_dir.glob("*.png"):
+        if _CROP_NAME.fullmatch(path.name) and path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def write_report(result: EvaluationResult, out_dir: str | Path) -> Path:
+    """Write `out_dir/index.html` and its PNG crops; returns the page's path. Needs `evaluate(keep_crops=True)`."""
+    out_dir = Path(out_dir)
+    if any(not record.crops for record in result.images):
+        raise OutputError(out_dir, "the evaluation kept no crops (evaluate(..., keep_crops=True) is needed)")
+    title = f"decrappify evaluate: {result.task} on {result.dataset} (x{result.scale})"
+    sections, written = [], set()
+    for index, record in enumerate(result.images):
+        section, names = _image_section(result, record, index, out_dir)
+        sections.append(section)
+        written.update(names)
+    failed = "".join(f"<li>{html.escape(f'{path}: {reason}')}</li>" for path, reason in result.failed)
+    page = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+            f"<h1>{html.escape(title)}</h1>",
+            (
+                f"<p>{len(result.images)} images; PSNR_Y / SSIM_Y per image under each crop; "
+                f"scores on the Y channel with a {result.scale}-pixel border cropped.</p>"
+            ),
+            _summary_table(result),
+            f"<h2>Skipped</h2><ul>{failed}</ul>" if failed else "",
+            *sections,
+            "</body></html>",
+        ]
+    )
+    index = atomic_write_bytes(out_dir / "index.html", page.encode("utf-8"))
+    _remove_stale_crops(out_dir, written)
+    return index

@@ -1,0 +1,268 @@
+// decrappify web page: pick or drop a picture, send it to POST /v1/restore, compare before/after, download.
+// Plain JavaScript, no dependencies. The token (if any) is kept in memory only and sent as a bearer token.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const form = $("form");
+  const drop = $("drop");
+  const fileInput = $("file");
+  const fileName = $("file-name");
+  const modelSelect = $("model");
+  const formatSelect = $("format");
+  const tokenBox = $("token-box");
+  const tokenInput = $("token");
+  const goButton = $("go");
+  const progress = $("progress");
+  const bar = $("bar");
+  const statusLine = $("status");
+  const errorLine = $("error");
+  const result = $("result");
+  const compare = $("compare");
+  const before = $("before");
+  const after = $("after");
+  const slider = $("slider");
+  const info = $("info");
+  const download = $("download");
+
+  // Browsers cannot show TIFF or BMP everywhere: ask for PNG when "same kind" would give one of those.
+  const DISPLAYABLE = new Set(["image/png", "image/jpeg", "image/webp"]);
+  const state = { file: null, models: [], limits: null, busy: false, urls: [] };
+
+  function showError(message) {
+    errorLine.textContent = message;
+    errorLine.hidden = !message;
+  }
+
+  function authHeaders() {
+    const token = tokenInput.value.trim();
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  function formatBytes(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function updateButton() {
+    goButton.disabled = state.busy || !state.file || state.models.length === 0;
+  }
+
+  function askForToken(message) {
+    tokenBox.open = true;
+    tokenInput.focus();
+    showError(message);
+  }
+
+  async function loadModels() {
+    modelSelect.disabled = true;
+    let response;
+    try {
+      response = await fetch("/v1/models", { headers: authHeaders(), cache: "no-store" });
+    } catch (err) {
+      showError("Cannot reach the server.");
+      return;
+    }
+    if (response.status === 401) {
+      state.models = [];
+      modelSelect.replaceChildren(new Option("enter the access token", ""));
+      askForToken("This server needs an access token.");
+      updateButton();
+      return;
+    }
+    if (!response.ok) {
+      showError(await errorMessage(response));
+      return;
+    }
+    const body = await response.json();
+    state.models = body.models;
+    state.limits = body.limits;
+    modelSelect.replaceChildren(
+      ...body.models.map((m) => new Option(`${m.name} (${m.task}, x${m.scale})`, m.name, false, m.name === body.default)),
+    );
+    modelSelect.disabled = false;
+    if (errorLine.textContent.includes("token")) showError("");
+    updateButton();
+  }
+
+  async function errorMessage(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error) return body.error;
+    } catch (err) {
+      // not JSON: fall through
+    }
+    return `The server answered ${response.status} ${response.statusText}.`;
+  }
+
+  function chooseFile(file) {
+    if (!file) return;
+    showError("");
+    if (state.limits && file.size > state.limits.max_upload_bytes) {
+      showError(`${file.name} is ${formatBytes(file.size)}; the limit is ${formatBytes(state.limits.max_upload_bytes)}.`);
+      return;
+    }
+    state.file = file;
+    fileName.textContent = `${file.name} · ${formatBytes(file.size)}`;
+    updateButton();
+  }
+
+  fileInput.addEventListener("change", () => chooseFile(fileInput.files[0]));
+
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      drop.classList.add("dragging");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    drop.addEventListener(type, () => drop.classList.remove("dragging"));
+  }
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    chooseFile(event.dataTransfer.files[0]);
+  });
+  // A picture dropped next to the zone must not replace the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  window.addEventListener("paste", (event) => {
+    const item = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (item) chooseFile(item);
+  });
+  tokenInput.addEventListener("change", loadModels);
+
+  function setSplit(value) {
+    compare.style.setProperty("--split", `${value}%`);
+  }
+  slider.addEventListener("input", () => setSplit(slider.value));
+
+  function startProgress() {
+    progress.hidden = false;
+    bar.value = 0;
+    statusLine.textContent = "Uploading…";
+  }
+
+  function restoringProgress() {
+    bar.removeAttribute("value"); // indeterminate
+    const start = performance.now();
+    const tick = () => {
+      const seconds = Math.round((performance.now() - start) / 1000);
+      statusLine.textContent = `Restoring… ${seconds} s`;
+    };
+    tick();
+    return setInterval(tick, 500);
+  }
+
+  function send(data) {
+    // XMLHttpRequest rather than fetch: it reports upload progress.
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      let timer = null;
+      xhr.open("POST", "/v1/restore");
+      xhr.responseType = "blob";
+      for (const [key, value] of Object.entries(authHeaders())) xhr.setRequestHeader(key, value);
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) bar.value = (100 * event.loaded) / event.total;
+      });
+      xhr.upload.addEventListener("load", () => {
+        timer = restoringProgress();
+      });
+      xhr.addEventListener("load", () => {
+        clearInterval(timer);
+        resolve(xhr);
+      });
+      xhr.addEventListener("error", () => {
+        clearInterval(timer);
+        reject(new Error("The connection to the server failed."));
+      });
+      xhr.send(data);
+    });
+  }
+
+  async function xhrError(xhr) {
+    try {
+      const body = JSON.parse(await xhr.response.text());
+      if (body && body.error) return body.error;
+    } catch (err) {
+      // not JSON
+    }
+    return `The server answered ${xhr.status}.`;
+  }
+
+  function filenameFrom(xhr, fallback) {
+    const header = xhr.getResponseHeader("Content-Disposition") || "";
+    const match = /filename="([^"]+)"/.exec(header);
+    return match ? match[1] : fallback;
+  }
+
+  function loaded(img, url) {
+    return new Promise((resolve) => {
+      img.onload = () => resolve(true);
+      img.onerror = () => resolve(false);
+      img.src = url;
+    });
+  }
+
+  function objectUrl(blob) {
+    const url = URL.createObjectURL(blob);
+    state.urls.push(url);
+    return url;
+  }
+
+  async function showResult(xhr, file, seconds) {
+    for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
+    const afterUrl = objectUrl(xhr.response);
+    if (!(await loaded(after, afterUrl))) throw new Error("The browser cannot display the restored picture.");
+    const shown = await loaded(before, objectUrl(file));
+    before.hidden = !shown;
+    compare.style.setProperty("--ratio", `${after.naturalWidth / after.naturalHeight}`);
+    slider.value = 50;
+    setSplit(50);
+    const source = shown ? `${before.naturalWidth} × ${before.naturalHeight} → ` : "";
+    const model = xhr.getResponseHeader("X-Decrappify-Model") || modelSelect.value;
+    info.textContent =
+      `${source}${after.naturalWidth} × ${after.naturalHeight} · ${model} · ` +
+      `${seconds.toFixed(1)} s · ${formatBytes(xhr.response.size)}`;
+    download.href = afterUrl;
+    download.download = filenameFrom(xhr, "restored");
+    result.hidden = false;
+    result.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!state.file || state.busy) return;
+    const file = state.file;
+    const data = new FormData();
+    data.append("image", file, file.name);
+    data.append("model", modelSelect.value);
+    let format = formatSelect.value;
+    if (format === "auto" && !DISPLAYABLE.has(file.type)) format = "png";
+    data.append("format", format);
+    state.busy = true;
+    updateButton();
+    showError("");
+    startProgress();
+    const start = performance.now();
+    try {
+      const xhr = await send(data);
+      if (xhr.status === 401) {
+        askForToken(await xhrError(xhr));
+      } else if (xhr.status !== 200) {
+        const retry = xhr.getResponseHeader("Retry-After");
+        showError((await xhrError(xhr)) + (retry ? ` (try again in ${retry} s)` : ""));
+      } else {
+        await showResult(xhr, file, (performance.now() - start) / 1000);
+      }
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      progress.hidden = true;
+      state.busy = false;
+      updateButton();
+    }
+  });
+
+  loadModels();
+})();

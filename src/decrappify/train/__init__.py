@@ -1,0 +1,78 @@
+"""Training: `train(config)` runs a recipe (stages, checkpoints, validation); `find_lr(config)` the LR range test.
+
+Both work the same in one process and under `torchrun` (DDP): they join the process group themselves when
+torchrun's environment is present, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from decrappify.config import Config, apply_overrides, config_from_dict
+from decrappify.errors import OutputError
+from decrappify.train import distributed
+from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint
+from decrappify.train.events import Callback, EpochRecord, StepRecord
+from decrappify.train.schedule import LRFindResult, Schedule
+from decrappify.train.trainer import Trainer, TrainResult
+
+__all__ = [
+    "Callback",
+    "EpochRecord",
+    "LRFindResult",
+    "Schedule",
+    "StepRecord",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "default_run_dir",
+    "find_lr",
+    "resume_config",
+    "train",
+]
+
+
+def default_run_dir(config: Config) -> Path:
+    """`runs/<config name>` under the current folder."""
+    return Path("runs") / config.name
+
+
+def resume_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """The config a run was started with (from its last checkpoint), with `key=value` overrides applied."""
+    path = find_checkpoint(Path(run_dir) / "checkpoints")
+    if path is None:
+        raise OutputError(Path(run_dir), "nothing to resume: no checkpoint in its checkpoints/ folder")
+    return apply_overrides(config_from_dict(load_checkpoint(path).config), overrides)
+
+
+def train(
+    config: Config,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    command: str = "",
+) -> TrainResult:
+    """Train (or with `resume`, continue) `config` into `run_dir` (default `runs/<name>`)."""
+    ctx = distributed.setup(config.train.device)
+    try:
+        trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
+                          progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
+        return trainer.fit()
+    finally:
+        distributed.teardown(ctx)
+
+
+def find_lr(
+    config: Config, *, run_dir: str | Path | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
+    num_steps: int = 100,
+) -> LRFindResult:  # fmt: skip
+    """The LR range test on the config's first stage; writes `RUN/lr_find.csv`."""
+    ctx = distributed.setup(config.train.device)
+    try:
+        trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, progress=False)
+        return trainer.find_lr(start_lr, end_lr, num_steps)
+    finally:
+        distributed.teardown(ctx)

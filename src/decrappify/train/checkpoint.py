@@ -1,0 +1,162 @@
+"""Training checkpoints: weights, position and optimizer state, written so that a crash never leaves half of one.
+
+A checkpoint is a folder `RUN/checkpoints/last/` holding
+  - `model.safetensors`: a `weights.save_model` file (config + info metadata), usable directly by `restore`;
+  - `state.json`: the resolved training config and the position (stage, epoch, batch, step), metrics, timing;
+  - `optim.pt`: the optimizer's state dict (tensors, numbers and strings only: loaded with `weights_only=True`).
+It is written into a temporary folder that then replaces the old one with two renames (old -> `.last.old`,
+new -> `last`), so a reader finds either the complete new checkpoint or the complete old one. Single files
+(logs, sample grids, model files) go through `atomic_write_bytes`: temp file in the same folder + `os.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from decrappify.errors import OutputError, WeightsError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE, STATE_FILE, OPTIM_FILE = "model.safetensors", "state.json", "optim.pt"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(path, f"cannot write: {error}") from None
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass
+class TrainState:
+    """Where training stands: enough to continue exactly where it stopped."""
+
+    stage: int = 0  # index into config.stages
+    epoch: int = 0  # epoch within the stage
+    batch: int = 0  # next batch within the epoch
+    step: int = 0  # optimizer steps done, over all stages
+    stage_step: int = 0  # optimizer steps done in this stage
+    stage_total: int = 0  # planned steps of this stage (the schedule's length)
+    elapsed: float = 0.0  # training seconds so far, over all sessions
+    stage_budget: float = 0.0  # time-budget mode: seconds this stage may use (0: not budgeted)
+    stage_started: float = 0.0  # `elapsed` when this stage began
+    epoch_steps: int = 0  # steps done in the current epoch (for its mean loss and speed)
+    epoch_loss: float = 0.0  # sum of those steps' losses
+    epoch_seconds: float = 0.0  # time spent in those steps (validation excluded)
+    best_psnr: float = float("-inf")  # best validation PSNR_Y so far (for best.safetensors)
+    metrics: dict[str, float] = field(default_factory=dict)  # the last validation's metrics
+    done: bool = False  # all stages finished
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["best_psnr"] = None if self.best_psnr == float("-inf") else self.best_psnr
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("best_psnr") is None:
+            values["best_psnr"] = float("-inf")
+        return cls(**values)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: the weights (a state dict), the run's config and position, the optimizer state."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    state: TrainState
+    optimizer: dict[str, Any]
+    info: dict[str, Any]
+
+
+def save_checkpoint(
+    folder: str | Path,
+    *,
+    model: torch.nn.Module,
+    model_config: dict[str, Any],
+    info: dict[str, Any],
+    config: dict[str, Any],
+    state: TrainState,
+    optimizer: dict[str, Any],
+    name: str = "last",
+) -> Path:
+    """Write checkpoint `folder/name/` atomically (see the module docstring); returns its path."""
+    from decrappify.weights import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final, old = folder / name, folder / f".{name}.old"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
+    try:
+        save_model(model, tmp / MODEL_FILE, model_config, info)
+        torch.save(optimizer, tmp / OPTIM_FILE)
+        payload = {"format": FORMAT_VERSION, "config": config, "state": state.to_dict(), "info": info}
+        (tmp / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except OSError as error:
+        raise OutputError(final, f"cannot write checkpoint: {error}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(folder: str | Path, name: str = "last") -> Path | None:
+    """The complete checkpoint `folder/name`, or the previous one if a save was cut between its two renames."""
+    folder = Path(folder)
+    for candidate in (folder / name, folder / f".{name}.old"):
+        if (candidate / STATE_FILE).is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint folder written by `save_checkpoint`; `WeightsError` naming the file on any problem."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        payload = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        state_dict = load_file(path / MODEL_FILE)
+        optimizer = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise WeightsError(f"{path}: incomplete checkpoint, missing {Path(error.filename).name}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise WeightsError(f"{path}: cannot read checkpoint: {error}") from None
+    if payload.get("format") != FORMAT_VERSION:
+        raise WeightsError(f"{path}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
+    state = TrainState.from_dict(payload["state"])
+    return Checkpoint(path, state_dict, payload["config"], state, optimizer, payload.get("info", {}))

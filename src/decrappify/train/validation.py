@@ -1,0 +1,100 @@
+"""Per-epoch validation: PSNR_Y / SSIM_Y on a fixed set of pairs, and a picture of input / output / target.
+
+The numbers follow the papers' convention (`metrics.py`: BT.601 Y, `scale` pixels of border cropped) on outputs
+rounded to 8 bits, as `evaluate` scores them, so a training log and an evaluation report can be compared directly.
+Looking at pictures catches what a mean hides (checkerboards, colour shifts): hence the grid every epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from decrappify import metrics
+from decrappify.data import ValidationSet
+from decrappify.train.checkpoint import atomic_write_bytes
+
+GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the target)
+
+
+@dataclass
+class ValidationResult:
+    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (means over the images)
+    outputs: list[np.ndarray]  # the first few predictions, H x W x 3 float32 (for the sample grid)
+
+
+def _rounded(pred: torch.Tensor) -> np.ndarray:
+    """1 x 3 x H x W -> H x W x 3 float32, rounded to 8 bits like a saved picture."""
+    array = pred[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return (np.rint(array * 255.0) / 255.0).astype(np.float32)
+
+
+@torch.inference_mode()
+def validate(
+    model: torch.nn.Module, valset: ValidationSet, device: torch.device, *, amp: bool = False, keep: int = 0
+) -> ValidationResult:
+    """Score `model` on every pair of `valset` (one image at a time: sizes differ); keep `keep` outputs."""
+    was_training = model.training
+    model.eval()
+    border = valset.scale
+    psnrs, ssims, l1s, outputs = [], [], [], []
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+    )
+    try:
+        for i, (lq, hq) in enumerate(zip(valset.lq, valset.hq, strict=True)):
+            with autocast:
+                pred = _rounded(model(lq.to(device)))
+            psnr = metrics.psnr_y(pred, hq, border)
+            psnrs.append(min(psnr, 100.0) if math.isfinite(psnr) else 100.0)
+            ssims.append(metrics.ssim_y(pred, hq, border))
+            l1s.append(float(np.abs(pred - hq).mean()))
+            if i < keep:
+                outputs.append(pred)
+    finally:
+        model.train(was_training)
+    n = max(1, len(psnrs))
+    result = {"psnr_y": sum(psnrs) / n, "ssim_y": sum(ssims) / n, "l1": sum(l1s) / n}
+    return ValidationResult(result, outputs)
+
+
+def _tile(array: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
+    image = Image.fromarray(np.rint(np.clip(array, 0, 1) * 255).astype(np.uint8))
+    return image.crop(box)
+
+
+def sample_grid(valset: ValidationSet, outputs: list[np.ndarray]) -> Image.Image:
+    """Rows of (input enlarged with nearest neighbour, output, target), centre crops of `GRID_TILE` pixels."""
+    rows = []
+    for i, pred in enumerate(outputs):
+        hq = valset.hq[i]
+        h, w = hq.shape[:2]
+        size_w, size_h = min(GRID_TILE, w), min(GRID_TILE, h)
+        box = ((w - size_w) // 2, (h - size_h) // 2, (w - size_w) // 2 + size_w, (h - size_h) // 2 + size_h)
+        lq = valset.lq[i][0].permute(1, 2, 0).numpy()
+        lq_big = Image.fromarray(np.rint(lq * 255).astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
+        rows.append([lq_big.crop(box), _tile(pred, box), _tile(hq, box)])
+    width = max(sum(t.width for t in row) for row in rows)
+    grid = Image.new("RGB", (width, sum(row[0].height for row in rows)), "white")
+    y = 0
+    for row in rows:
+        x = 0
+        for tile in row:
+            grid.paste(tile, (x, y))
+            x += tile.width
+        y += row[0].height
+    return grid
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    """Write a PNG atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return atomic_write_bytes(path, buffer.getvalue())

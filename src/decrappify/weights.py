@@ -1,0 +1,318 @@
+"""Weights in and out: model files, foreign state dicts, and the few pretrained files we know by name.
+
+A model file is one ``.safetensors`` whose metadata holds the ``create_model`` config and an info dict, so
+:func:`load_model` rebuilds the model with no other file and no pickle. Foreign weights (torchvision ImageNet
+files, the shared VGG16) come in through :func:`load_state_dict_file` (safetensors, or ``.pth`` read with
+``torch.load(weights_only=True)``) and go into a module through :func:`load_into`, which checks every key and
+shape and says exactly what does not fit. Downloads happen only when a caller passes a URL or a
+:data:`PRETRAINED` name, never in a constructor and never in the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from decrappify.errors import ConfigError, OutputError, WeightsError
+from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "decrappify.config"
+INFO_KEY = "decrappify.info"
+FORMAT_KEY = "decrappify.format"
+FORMAT_VERSION = "1"
+
+VGG_WEIGHTS_ENV = "DECRAPPIFY_VGG_WEIGHTS"
+SHARED_VGG16 = Path("..") / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
+
+_PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class PretrainedFile:
+    """A published weights file: where it is, the first hex digits of its SHA-256, and its input normalisation."""
+
+    url: str
+    sha256_prefix: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    ignore_prefixes: tuple[str, ...] = ()  # keys a features-only backbone does not have
+
+
+_TV = "https://download.pytorch.org/models/"
+
+#: torchvision's ImageNet files (the hash prefix is the one in the file name, as torchvision checks it).
+PRETRAINED: dict[str, PretrainedFile] = {
+    "resnet18": PretrainedFile(_TV + "resnet18-f37072fd.pth", "f37072fd"),
+    "resnet34": PretrainedFile(_TV + "resnet34-b627a593.pth", "b627a593"),
+    "resnet50": PretrainedFile(_TV + "resnet50-0676ba61.pth", "0676ba61"),
+    "vgg16": PretrainedFile(_TV + "vgg16-397923af.pth", "397923af", ignore_prefixes=("classifier.",)),
+    "vgg16_bn": PretrainedFile(_TV + "vgg16_bn-6c64b313.pth", "6c64b313", ignore_prefixes=("classifier.",)),
+    "vgg19": PretrainedFile(_TV + "vgg19-dcbb9e9d.pth", "dcbb9e9d", ignore_prefixes=("classifier.",)),
+}
+
+
+# ---------------------------------------------------------------------------------------------- foreign files
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://", "file://"))
+
+
+def load_state_dict_file(path_or_url: str | Path, *, sha256_prefix: str | None = None) -> dict[str, Tensor]:
+    """Read a state dict from a local file, a URL, or a :data:`PRETRAINED` name; tensors on the CPU.
+
+    Local files are recognised by content: safetensors, or a ``torch.save`` file read with
+    ``weights_only=True`` (a checkpoint holding its weights under ``state_dict``/``model`` is unwrapped).
+    URLs are downloaded once into torch.hub's cache and checked against ``sha256_prefix`` (default: the hex
+    digits after the last ``-`` in the file name, torchvision's convention). Any failure is a ``WeightsError``
+    naming the file.
+    """
+    text = str(path_or_url)
+    if not Path(text).exists() and text in PRETRAINED:
+        entry = PRETRAINED[text]
+        text, sha256_prefix = entry.url, sha256_prefix or entry.sha256_prefix
+    path = _download(text, sha256_prefix) if _is_url(text) else Path(text)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if sha256_prefix and not _is_url(text):
+        _check_sha256(path, sha256_prefix)
+    return _read_state_dict(path)
+
+
+def _download(url: str, sha256_prefix: str | None) -> Path:
+    """Fetch ``url`` into torch.hub's checkpoint cache (once), verifying the hash prefix."""
+    filename = url.rsplit("/", 1)[-1]
+    if sha256_prefix is None:
+        stem = filename.split(".", 1)[0]
+        tail = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+        sha256_prefix = tail if tail and all(c in "0123456789abcdef" for c in tail) else None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / filename
+    if not target.exists():
+        log.info("downloading %s to %s", url, target)
+        try:
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256_prefix, progress=False)
+        except Exception as exc:  # network errors and hash mismatches both end up here
+            raise WeightsError(f"{url}: download failed: {exc}") from exc
+    elif sha256_prefix:
+        _check_sha256(target, sha256_prefix)
+    return target
+
+
+def _check_sha256(path: Path, prefix: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(prefix.lower()):
+        raise WeightsError(f"{path}: SHA-256 {digest.hexdigest()[:12]}... does not start with {prefix}")
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
+        return _read_safetensors(path)[0]
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: not a safetensors or torch weights file ({exc.__class__.__name__})"
+        ) from exc
+    for key in ("state_dict", "model", "params"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not hold a state dict (a mapping of names to tensors)")
+    return dict(obj)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def clean_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Strip the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes from every key."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES_TO_STRIP:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        cleaned[key] = value
+    return cleaned
+
+
+# ----------------------------------------------------------------------------------------------- strict loading
+
+
+def _listed(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else shown
+
+
+def load_into(
+    module: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    *,
+    what: str,
+    ignore_prefixes: Sequence[str] = (),
+) -> None:
+    """Copy ``state_dict`` into ``module`` after checking every key and shape; ``WeightsError`` if any differ.
+
+    ``what`` names the source in messages (a file name, "resnet34 encoder"). Keys starting with one of
+    ``ignore_prefixes`` are dropped first: this is how a full torchvision file (``fc.*``, ``classifier.*``)
+    loads into a features-only backbone. A missing ``num_batches_tracked`` (older torchvision files) is not an
+    error. Tensors are cast to the module's dtype (fp16 files load into fp32 models).
+    """
+    source = {
+        k: v for k, v in clean_state_dict(state_dict).items() if not k.startswith(tuple(ignore_prefixes))
+    }
+    target = module.state_dict()
+    missing = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in source if k not in target]
+    mismatched = [
+        f"{k} {tuple(source[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in source and source[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches (file vs model): {_listed(mismatched)}")
+    if problems:
+        raise WeightsError(f"{what}: weights do not fit {module.__class__.__name__}: " + "; ".join(problems))
+    for key, value in target.items():
+        source.setdefault(key, value)  # only num_batches_tracked can be absent here
+    module.load_state_dict(source, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------ model files
+
+
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    config: Mapping,
+    metadata: Mapping | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model`` to a ``.safetensors`` file atomically, with its config and info as JSON metadata.
+
+    ``dtype=torch.float16`` halves the file; :func:`load_model` casts back to fp32. Integer buffers keep their
+    type. ``OutputError`` if the folder cannot be written.
+    """
+    path = Path(path)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous().clone()  # clone: safetensors refuses shared storage
+    header = {
+        FORMAT_KEY: FORMAT_VERSION,
+        CONFIG_KEY: json.dumps(dict(config), sort_keys=True),
+        INFO_KEY: json.dumps(dict(metadata or {}), sort_keys=True),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise OutputError(path, f"cannot write model file: {exc.strerror or exc}") from exc
+    return path
+
+
+def read_model_metadata(path: str | Path) -> tuple[dict, dict]:
+    """The (config, info) stored in a model file, without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors model file ({exc})") from exc
+    if CONFIG_KEY not in meta:
+        raise WeightsError(f"{path}: no '{CONFIG_KEY}' metadata: not a decrappify model file")
+    try:
+        config = json.loads(meta[CONFIG_KEY])
+        info = json.loads(meta.get(INFO_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: corrupt model metadata ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(info, dict):
+        raise WeightsError(f"{path}: corrupt model metadata (config and info must be JSON objects)")
+    return config, info
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
+    """Rebuild a model from its file: ``(model in eval mode, fp32, on device; config; info)``."""
+    from decrappify.nn.models import create_model  # nn.models imports nothing from here; kept local for speed
+
+    path = Path(path)
+    config, info = read_model_metadata(path)
+    try:
+        model = create_model(config)
+    except ConfigError as exc:
+        raise WeightsError(f"{path}: stored config cannot build a model: {exc}") from exc
+    state_dict, _ = _read_safetensors(path)
+    load_into(model, state_dict, what=str(path))
+    return model.float().to(device).eval(), config, info
+
+
+# ---------------------------------------------------------------------------------------------- shared VGG16
+
+
+def repository_root() -> Path:
+    """The source checkout that holds this package (``src/decrappify/weights.py`` -> two folders up)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_vgg16_weights() -> Path | None:
+    """Where the shared VGG16 features file is: ``$DECRAPPIFY_VGG_WEIGHTS``, else ``../shared/weights/...``
+    next to the current directory or the repository root; ``None`` when none exists.
+
+    A ``$DECRAPPIFY_VGG_WEIGHTS`` that names a missing file is an error, not a silent fall-back.
+    """
+    env = os.environ.get(VGG_WEIGHTS_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{path}: ${VGG_WEIGHTS_ENV} names a file that does not exist")
+        return path
+    for base in (Path.cwd(), repository_root()):
+        candidate = (base / SHARED_VGG16).resolve()
+        if candidate.is_file():
+            return candidate
+    return None
