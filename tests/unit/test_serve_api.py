@@ -403,3 +403,64 @@ def test_cli_builds_settings_and_runs_uvicorn(model_path, monkeypatch):
     assert calls["threads"] >= 1  # two workers share the cores
     assert main(["serve", "--models", str(model_path), "--workers", "0"]) == 2
     assert main(["serve", "--models", "no-such-model.safetensors"]) == 2
+
+
+def _guarded(**overrides):
+    """The limits middleware around an app that reads the whole body, then waits for `gate` before answering."""
+    from starlette.responses import PlainTextResponse
+
+    from decrappify.serve.limits import RequestLimitsMiddleware
+
+    gate = asyncio.Event()
+
+    async def inner(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await gate.wait()
+        await PlainTextResponse("done")(scope, receive, send)
+
+    options = {
+        "token": None,
+        "max_upload_bytes": 10_000,
+        "max_in_flight": 1,
+        "body_timeout_s": 5.0,
+    } | overrides
+    return RequestLimitsMiddleware(inner, **options), gate
+
+
+def test_too_many_uploads_at_once_get_503_before_reading():
+    async def scenario():
+        app, gate = _guarded(max_in_flight=1)
+        async with _async_client(app) as client:
+            first = asyncio.create_task(client.post("/v1/restore", content=b"x"))
+            while app.in_flight == 0:
+                await asyncio.sleep(0.01)
+            second = await client.post("/v1/restore", content=b"x")
+            gate.set()
+            return second, await first
+
+    second, first = asyncio.run(scenario())
+    assert_error(second, 503, "busy")
+    assert second.headers["retry-after"]
+    assert first.text == "done"
+
+
+def test_a_slow_upload_gets_408():
+    boundary = "slowBOUNDARY"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+
+    async def slow_body():
+        yield head.encode() + encode()[:50]
+        await asyncio.sleep(2)
+        yield encode()[50:] + f"\r\n--{boundary}--\r\n".encode()
+
+    async def scenario():
+        app = create_app(ServeSettings(request_timeout_s=0.2), restorers={"slow": SlowRestorer()})
+        headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+        async with _async_client(app) as client:
+            return await client.post("/v1/restore", content=slow_body(), headers=headers)
+
+    start = time.perf_counter()
+    response = asyncio.run(scenario())
+    assert_error(response, 408, "upload took longer")
+    assert time.perf_counter() - start < 1.9

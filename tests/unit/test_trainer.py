@@ -31,6 +31,7 @@ TINY = [
     "data.val_size=2",
     "stages=[{crop=32, batch=2, epochs=2}, {crop=48, batch=1, epochs=1}]",
     "train.log_every=2",
+    "train.threads=1",  # two threads on a busy 2-core machine spin against each other (10x slower here)
 ]
 
 
@@ -76,7 +77,7 @@ def test_one_cycle_warms_up_peaks_and_anneals() -> None:
     assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 25
     assert factors[-1] == pytest.approx(1 / 25 / 1e4)
     assert all(a <= b for a, b in zip(factors[:25], factors[1:26], strict=True))
-    assert all(a >= b for a, b in zip(factors[25:], factors[26:], strict=True))
+    assert all(a >= b for a, b in zip(factors[25:-1], factors[26:], strict=True))
     assert sched.beta1(0) == pytest.approx(0.95) and sched.beta1(25) == pytest.approx(0.85)
 
 
@@ -106,7 +107,7 @@ def test_lr_finder_suggests_a_rate_below_divergence() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
 
     result = lr_find(step, lr_sweep(1e-4, 10.0, 60))
     assert len(result.lrs) < 60  # stopped when the loss blew up (lr > 1 diverges on w^2)
@@ -231,7 +232,15 @@ def test_time_budget_fits_the_cycle_into_the_budget(photos: Path, tmp_path: Path
     assert lrs[-1] < 1e-3 * config.optim.lr  # the cycle ran to its end
 
 
-def test_frozen_encoder_stage_then_discriminative_lrs(photos: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_frozen_encoder_stage_then_discriminative_lrs(photos: Path, tmp_path: Path, one_thread) -> None:
     config = tiny_config(
         photos,
         "model={arch='unet', encoder='resnet18', encoder_width=8, scale=4, self_attention=false}",

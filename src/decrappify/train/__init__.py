@@ -6,8 +6,11 @@ torchrun's environment is present, and only rank 0 writes files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+import torch
 
 from decrappify.config import Config, apply_overrides, config_from_dict
 from decrappify.errors import OutputError
@@ -31,6 +34,18 @@ __all__ = [
     "resume_config",
     "train",
 ]
+
+
+@contextlib.contextmanager
+def _torch_threads(config: Config, ctx: distributed.DistContext) -> Iterator[None]:
+    """`train.threads` (default: the cores shared out among this machine's processes) while training; restored
+    afterwards, since the setting is global to the process."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.train.threads or distributed.default_threads(ctx))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def default_run_dir(config: Config) -> Path:
@@ -58,9 +73,10 @@ def train(
     """Train (or with `resume`, continue) `config` into `run_dir` (default `runs/<name>`)."""
     ctx = distributed.setup(config.train.device)
     try:
-        trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
-                          progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
-        return trainer.fit()
+        with _torch_threads(config, ctx):
+            trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
+                              progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
+            return trainer.fit()
     finally:
         distributed.teardown(ctx)
 
@@ -72,7 +88,8 @@ def find_lr(
     """The LR range test on the config's first stage; writes `RUN/lr_find.csv`."""
     ctx = distributed.setup(config.train.device)
     try:
-        trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, progress=False)
-        return trainer.find_lr(start_lr, end_lr, num_steps)
+        with _torch_threads(config, ctx):
+            trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, progress=False)
+            return trainer.find_lr(start_lr, end_lr, num_steps)
     finally:
         distributed.teardown(ctx)

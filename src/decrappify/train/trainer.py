@@ -106,7 +106,6 @@ class Trainer:
         self.state = TrainState()
         self._interrupt = threading.Event()
         self._last_saved: tuple[int, float] | None = None  # (step, time) of the last checkpoint
-        torch.set_num_threads(config.train.threads or distributed.default_threads(self.ctx))
         checkpoint = self._find_resume() if resume else None
         if checkpoint is None and resume:
             raise OutputError(self.run_dir, "nothing to resume: no checkpoint in its checkpoints/ folder")
@@ -333,7 +332,7 @@ class Trainer:
             self._stop_non_finite(loss.item())
         self.optimizer.step()
         flags = {"interrupt": values[2] > 0, "over_budget": values[3] > 0}
-        return values[0] / self.ctx.world_size, {k: float(v) for k, v in terms.items()}, lr, flags
+        return values[0] / self.ctx.world_size, {k: float(v.detach()) for k, v in terms.items()}, lr, flags
 
     def _stop_non_finite(self, local_loss: float) -> None:
         where = f"step {self.state.step + 1} (stage {self.state.stage + 1}, epoch {self.state.epoch + 1})"
