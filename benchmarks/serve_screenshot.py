@@ -4,7 +4,8 @@
 
 Serves the model on a free loopback port (in this process), opens the page in headless Debian Chromium through
 Playwright, uploads the picture (default: a small synthetic JPEG), waits for the result and saves the shots
-(`--out` and the same name with `-phone`). Without --model: the shipped default model, else a tiny untrained one.
+(`--out` and the same name with `-phone`). Without --model: the shipped default model, else a placeholder that
+upscales bicubically (see `placeholder_model`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,32 @@ def synthetic_picture(path: Path) -> Path:
     return path
 
 
+def placeholder_model(folder: Path) -> Path:
+    """Until a trained model ships: a compact x4 U-Net whose residual head is zeroed, so its output is exactly
+    the bicubic upscale; honest about what it is (its name says so) and free of an untrained net's colour cast."""
+    import torch
+
+    from decrappify.nn.models import create_model
+    from decrappify.weights import save_model
+
+    config = {"arch": "compact", "scale": 4, "widths": [8, 8, 8], "blocks": [1, 1, 1]}
+    model = create_model(config)
+    with torch.no_grad():
+        model.head.conv.weight.zero_()
+        model.head.conv.bias.zero_()
+    info = {"name": "placeholder-bicubic-x4", "task": "restore", "scale": 4}
+    return save_model(model, folder / "placeholder-bicubic-x4.safetensors", config, info)
+
+
+def pick_model(requested: str | None, folder: Path) -> str:
+    if requested:
+        return requested
+    from decrappify.zoo import DEFAULT_MODEL, list_models
+
+    names = [entry.name for entry in list_models()]
+    return DEFAULT_MODEL if DEFAULT_MODEL in names else str(placeholder_model(folder))
+
+
 def start_server(model: str):
     import uvicorn
 
@@ -94,14 +121,11 @@ def shoot(url: str, picture: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", help="model name or file (default: shipped default, else a tiny untrained one)"
+        "--model", help="model name or file (default: the shipped default, else a bicubic placeholder)"
     )
     parser.add_argument("--input", type=Path, help="picture to upload (default: a synthetic JPEG)")
     parser.add_argument("--out", type=Path, default=Path("docs/serve-page.png"), help="desktop shot (PNG)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from serve_load import pick_model
-
     with tempfile.TemporaryDirectory(prefix="serve-shot-") as folder:
         model = pick_model(args.model, Path(folder))
         picture = args.input or synthetic_picture(Path(folder) / "landscape.jpg")

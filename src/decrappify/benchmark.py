@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -156,6 +157,18 @@ class _RunnerFactory:
         self.scale, self.multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
         self._onnx: bytes | None = None
 
+    def build(self, backend: str, variant: str, threads: int) -> TorchRunner | OnnxRunner:
+        if backend == "onnx":
+            return self.onnx_runner(variant, threads)
+        runner = self.torch_runner(variant)
+        if variant == "compile":  # the first call compiles: keep that out of the timed runs, but say how long
+            start = time.perf_counter()
+            runner(torch.rand(1, 3, 32, 32))
+            self.notes.append(
+                f"torch.compile: first call (compiling) took {time.perf_counter() - start:.1f} s"
+            )
+        return runner
+
     def torch_runner(self, variant: str) -> TorchRunner:
         model = copy.deepcopy(self.model)
         if variant == "compile":
@@ -206,8 +219,16 @@ def benchmark(
     for wanted in threads:
         with torch_threads(wanted) as count:
             result.peak_gflops[count] = measure_peak_gflops(peak_matmul_size)
-            for backend, variant in plan:
-                _measure_variant(result, factory, backend, variant, count, inputs, repeats, warmup)
+            runners = [
+                (backend, variant, factory.build(backend, variant, count)) for backend, variant in plan
+            ]
+            for lq in inputs:
+                for _, variant, runner in runners:
+                    if variant == "compile":
+                        factory.compile_now(runner, lq)
+                timings = time_interleaved([partial(runner, lq) for _, _, runner in runners], repeats, warmup)
+                for (backend, variant, _), seconds in zip(runners, timings, strict=True):
+                    result.rows.append(_row(result, backend, variant, count, lq, factory.scale, seconds))
     return result
 
 
@@ -219,33 +240,34 @@ def _input_for(size: tuple[int, int], scale: int) -> Tensor:
     return torch.rand(1, 3, height // scale, width // scale, generator=generator)
 
 
-def _measure_variant(
-    result: BenchmarkResult,
-    factory: _RunnerFactory,
-    backend: str,
-    variant: str,
-    threads: int,
-    inputs: list[Tensor],
-    repeats: int,
-    warmup: int,
-) -> None:
-    start = time.perf_counter()
-    runner = factory.torch_runner(variant) if backend == "torch" else factory.onnx_runner(variant, threads)
-    if variant == "compile":  # the first call compiles: time it apart from the steady state
-        runner(inputs[0])
-        result.notes.append(f"torch.compile took {time.perf_counter() - start:.1f} s before the first result")
-    for lq in inputs:
-        seconds = time_call(lambda lq=lq: runner(lq), repeats=repeats, warmup=warmup)
-        height, width = (side * factory.scale for side in lq.shape[-2:])
-        row = BenchmarkRow(
-            backend=backend,
-            variant=variant,
-            threads=threads,
-            output_size=(width, height),
-            seconds=seconds,
-            mp_per_s=width * height / 1e6 / seconds,
-            gflops_per_mp=result.gflops_per_mp,
-            peak_gflops=result.peak_gflops[threads],
-        )
-        result.rows.append(row)
-        log.info("%s %s, %d thread(s): %.2f MP/s", backend, variant, threads, row.mp_per_s)
+def time_interleaved(calls: Sequence[Callable[[], Any]], repeats: int, warmup: int) -> list[float]:
+    """Median time of each call, the calls taking turns: a machine shared with other work then slows every
+    variant alike instead of whichever happened to run during a busy spell."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(max(1, repeats)):
+        for call, samples in zip(calls, times, strict=True):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) for samples in times]
+
+
+def _row(
+    result: BenchmarkResult, backend: str, variant: str, threads: int, lq: Tensor, scale: int, seconds: float
+) -> BenchmarkRow:
+    height, width = (side * scale for side in lq.shape[-2:])
+    row = BenchmarkRow(
+        backend=backend,
+        variant=variant,
+        threads=threads,
+        output_size=(width, height),
+        seconds=seconds,
+        mp_per_s=width * height / 1e6 / seconds,
+        gflops_per_mp=result.gflops_per_mp,
+        peak_gflops=result.peak_gflops[threads],
+    )
+    log.info("%s %s, %d thread(s), %dx%d: %.2f MP/s", backend, variant, threads, width, height, row.mp_per_s)
+    return row

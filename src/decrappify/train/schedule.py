@@ -138,9 +138,9 @@ def _suggest(lrs: list[float], losses: list[float]) -> LRFindResult:
         return LRFindResult(lrs, losses, fallback, fallback)
     # ignore the tail after the minimum (divergence) when looking for the steepest descent
     stop = losses.index(min(losses)) + 1
-    slopes = [
-        (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
-        for i in range(1, stop - 1)
-    ]
-    steepest = lrs[1 + slopes.index(min(slopes))] if slopes else lrs[stop - 1] / 10
+    # skip the first tenth too: the moving average has barely started there
+    first = max(1, len(lrs) // 10)
+    candidates = range(first, stop - 1)
+    slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in candidates]
+    steepest = lrs[first + slopes.index(min(slopes))] if slopes else lrs[stop - 1] / 10
     return LRFindResult(lrs, losses, steepest, lrs[stop - 1] / 10)

@@ -151,6 +151,9 @@ class Trainer:
             ) from None
         self.state = checkpoint.state
         self._last_saved = (self.state.step, time.monotonic())
+        if self.state.done:
+            log.info("%s: this run already finished (step %d); nothing left to train", checkpoint.path, self.state.step)
+            return
         log.info("resuming %s at stage %d, epoch %d, step %d", checkpoint.path, self.state.stage + 1,
                  self.state.epoch + 1, self.state.step)  # fmt: skip
 
