@@ -32,7 +32,6 @@ from PIL import Image
 
 from decrappify.config import Config, load_config
 from decrappify.data import ImageStore, list_images
-from decrappify.degrade import create_preset
 from decrappify.nn.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def training_speed(run_dir: Path, batch: int) -> tuple[float, float]:
-    """(crops per second over all logged steps, training seconds) from the run's steps.csv (one stage)."""
+    """(crops per second, training seconds) from the run's steps.csv (one stage; the first window left out)."""
     crops = seconds = 0.0
     with (run_dir / "steps.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    last_step = 0
-    for row in rows:
+    last_step = int(rows[0]["step"]) if len(rows) > 1 else 0  # the first window holds the slow first steps
+    for row in rows[1:] if len(rows) > 1 else rows:
         window = (int(row["step"]) - last_step) * batch
         last_step = int(row["step"])
         if float(row["crops_per_s"]) > 0:
@@ -74,8 +73,10 @@ def run_training(config: Config, run_dir: Path) -> tuple[Path, float, float]:
     result = train(config, run_dir=run_dir, command="benchmarks/train_budget.py " + " ".join(sys.argv[1:]))
     wall = time.perf_counter() - started
     crops_per_s, _ = training_speed(run_dir, config.stages[0].batch)
-    print(f"trained {result.state.step} steps in {result.state.elapsed:.0f} s (wall {wall:.0f} s incl. set-up); "
-          f"{crops_per_s:.1f} crops/s ({config.stages[0].crop}px, batch {config.stages[0].batch})")  # fmt: skip
+    print(
+        f"trained {result.state.step} steps in {result.state.elapsed:.0f} s (wall {wall:.0f} s incl. set-up); "
+        f"{crops_per_s:.1f} crops/s ({config.stages[0].crop}px, batch {config.stages[0].batch})"
+    )
     return result.model_path, crops_per_s, wall
 
 
@@ -94,7 +95,10 @@ def bare_loop(config: Config, folders: list[Path], seconds: float) -> float:
         lqs, hqs = [], []
         for _ in range(batch):
             image = store[int(rng.integers(len(store)))]
-            top, left = int(rng.integers(image.shape[0] - crop + 1)), int(rng.integers(image.shape[1] - crop + 1))
+            top, left = (
+                int(rng.integers(image.shape[0] - crop + 1)),
+                int(rng.integers(image.shape[1] - crop + 1)),
+            )
             patch = Image.fromarray(image[top : top + crop, left : left + crop])
             lqs.append(np.asarray(patch.resize((crop // scale, crop // scale), Image.Resampling.BICUBIC)))
             hqs.append(np.asarray(patch))
@@ -135,8 +139,13 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(run_dir)
     model_path, crops_per_s, wall = run_training(config, run_dir)
-    report = {"config": str(args.config), "minutes": args.minutes, "trainer_crops_per_s": round(crops_per_s, 2),
-              "wall_s": round(wall, 1), "model": str(model_path)}  # fmt: skip
+    report = {
+        "config": str(args.config),
+        "minutes": args.minutes,
+        "trainer_crops_per_s": round(crops_per_s, 2),
+        "wall_s": round(wall, 1),
+        "model": str(model_path),
+    }
     if args.bare_seconds > 0:
         bare = bare_loop(config, args.data, args.bare_seconds)
         report["bare_loop_crops_per_s"] = round(bare, 2)
@@ -144,11 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_eval:
         scores = evaluate_model(model_path, args.eval, config.data.preset)
         for name, summary in scores.items():
-            print(f"{args.eval.name:>8} {name:>24}: PSNR_Y {summary.psnr_y:.2f} dB, SSIM_Y {summary.ssim_y:.4f}")
+            print(
+                f"{args.eval.name:>8} {name:>24}: PSNR_Y {summary.psnr_y:.2f} dB, SSIM_Y {summary.ssim_y:.4f}"
+            )
         model = next(s for n, s in scores.items() if n not in ("bicubic", "input"))
         base = scores.get("bicubic") or scores.get("input")
-        report.update(psnr_y=round(model.psnr_y, 3), ssim_y=round(model.ssim_y, 4), baseline_psnr_y=round(base.psnr_y, 3),
-                      gain_db=round(model.psnr_y - base.psnr_y, 3))  # fmt: skip
+        report.update(
+            psnr_y=round(model.psnr_y, 3),
+            ssim_y=round(model.ssim_y, 4),
+            baseline_psnr_y=round(base.psnr_y, 3),
+            gain_db=round(model.psnr_y - base.psnr_y, 3),
+        )
     print(json.dumps(report))
     return 0
 

@@ -113,12 +113,16 @@ def _augment(patch: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarr
     return patch
 
 
-def _to_chw_uint8(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+def _to_chw(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """`dataset[key] -> (lq, hq)` uint8 CHW tensors for a `SampleKey`: crop, augment, degrade."""
+    """`dataset[key] -> (lq, hq)` uint8 C x H x W arrays for a `SampleKey`: crop, augment, degrade.
+
+    numpy, not torch, on purpose: a torch op here (even `torch.stack`) runs on torch's intra-op thread pool, which
+    the model's forward/backward is using at the same moment; on 2 cores the two spin against each other.
+    """
 
     def __init__(self, store: ImageStore, pipeline: Callable, augment: str = "hflip"):
         self.store, self.pipeline, self.augment = store, pipeline, augment
@@ -126,7 +130,7 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: SampleKey) -> tuple[np.ndarray, np.ndarray]:
         index, crop, seed = key
         rng = np.random.default_rng(seed)
         image = self.store[index]
@@ -141,12 +145,13 @@ class PairDataset(torch.utils.data.Dataset):
                 f"degradation {self.pipeline} turned a {crop}-pixel crop into {lq.shape[1]}x{lq.shape[0]}, "
                 f"expected {expected}x{expected}"
             )
-        return _to_chw_uint8(lq), _to_chw_uint8(patch)
+        return _to_chw(lq), _to_chw(patch)
 
 
-def collate_pairs(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_pairs(samples: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack pairs into (lq, hq) uint8 N x C x H x W tensors (stacked by numpy, see `PairDataset`)."""
     lq, hq = zip(*samples, strict=True)
-    return torch.stack(lq), torch.stack(hq)
+    return torch.from_numpy(np.stack(lq)), torch.from_numpy(np.stack(hq))
 
 
 @dataclass(frozen=True)

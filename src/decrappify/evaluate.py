@@ -5,6 +5,10 @@ per-image random stream (`rng_for(seed, relative path)`), so every method sees e
 gives the same numbers. Every method's output is rounded to 8 bits (what a user saves, and what the published
 tables score) and compared with the clean image: PSNR and SSIM on the BT.601 Y channel with `scale` pixels cropped
 from each border, PSNR on RGB, and for watermark presets the PSNR inside the recorded watermark boxes.
+When VGG16 weights are available (`weights.default_vgg16_weights()`), every method also gets a perceptual
+distance (`perceptual.py`: an unweighted LPIPS-style distance on VGG16 features, NOT LPIPS; lower is better);
+without them that column is null. For `colorize`, colourfulness (Hasler & Suesstrunk) and the mean CIELAB a*b*
+error are added, and the truth's own colourfulness is reported for reference.
 
 Methods, in the order the table lists them:
 - the baseline, always present: `bicubic` (Pillow BICUBIC upscaling of the degraded input) for scale > 1, and
@@ -18,6 +22,7 @@ so tests and notebooks can pass their own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
@@ -48,11 +53,15 @@ __all__ = [
     "write_report",
 ]
 
+if TYPE_CHECKING:
+    from decrappify.perceptual import PerceptualDistance
+
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), clean-image pixels
 
 TASKS: tuple[str, ...] = ("sr-x4", "restore-x4", "restore-x1", "colorize")
+COLOUR_TASKS = frozenset({"colorize"})  # tasks scored for colour as well (colourfulness, a*b* error)
 BASELINE = "bicubic"
 # PSNR of a perfect reconstruction is infinite; capping it keeps means and JSON finite (100 dB = MSE 6e-6 on 255).
 PSNR_CAP = 100.0
@@ -117,6 +126,9 @@ class Scores:
     psnr_watermark: float | None
     seconds: float
     megapixels: float  # output size
+    perceptual: float | None = None  # VGG feature distance (perceptual.py; not LPIPS), when weights exist
+    colourfulness: float | None = None  # colour tasks only
+    ab_error: float | None = None  # colour tasks only
 
 
 @dataclass
@@ -127,6 +139,7 @@ class ImageRecord:
     scores: dict[str, Scores]
     crop_box: Box
     crops: dict[str, np.ndarray] = field(default_factory=dict)  # "input" (lq pixels), methods, "truth"
+    truth_colourfulness: float | None = None  # colour tasks only: the clean image's own colourfulness
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,9 @@ class MethodSummary:
     psnr_watermark: float | None
     seconds: float
     megapixels_per_second: float
+    perceptual: float | None = None
+    colourfulness: float | None = None
+    ab_error: float | None = None
 
     def to_dict(self) -> dict:
         def rounded(value: float | None, digits: int) -> float | None:
@@ -153,6 +169,9 @@ class MethodSummary:
             "psnr_watermark": rounded(self.psnr_watermark, 4),
             "seconds": rounded(self.seconds, 4),
             "megapixels_per_second": rounded(self.megapixels_per_second, 4),
+            "perceptual": rounded(self.perceptual, 5),
+            "colourfulness": rounded(self.colourfulness, 3),
+            "ab_error": rounded(self.ab_error, 4),
         }
 
 
@@ -183,21 +202,39 @@ class EvaluationResult:
             psnr_watermark=float(np.mean(watermark)) if watermark else None,
             seconds=seconds,
             megapixels_per_second=megapixels / seconds if seconds > 0 else math.inf,
+            perceptual=_mean_or_none(row.perceptual for row in rows),
+            colourfulness=_mean_or_none(row.colourfulness for row in rows),
+            ab_error=_mean_or_none(row.ab_error for row in rows),
         )
 
+    def truth_colourfulness(self) -> float | None:
+        """Mean colourfulness of the clean images (colour tasks), the level a colouriser should reach."""
+        return _mean_or_none(record.truth_colourfulness for record in self.images)
+
     def to_dict(self) -> dict:
+        """{"task", "dataset", "scale", "results"}, plus {"truth": {"colourfulness"}} for colour tasks."""
         results = [summary.to_dict() for summary in self.summaries()]
-        return {"task": self.task, "dataset": self.dataset, "scale": self.scale, "results": results}
+        data = {"task": self.task, "dataset": self.dataset, "scale": self.scale, "results": results}
+        truth = self.truth_colourfulness()
+        if truth is not None:
+            data["truth"] = {"colourfulness": round(truth, 3)}
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def to_markdown(self) -> str:
-        """A GitHub-markdown table with a title line naming task, dataset, image count and scale."""
+        """A GitHub-markdown table with a title line naming task, dataset, image count and scale.
+
+        Optional columns (watermark PSNR, VGG distance, colourfulness, a*b* error) appear when any row has them.
+        """
         summaries = self.summaries()
         with_watermark = any(s.psnr_watermark is not None for s in summaries)
+        extras = [(key, title, digits) for key, title, digits in _EXTRA_COLUMNS
+                  if any(getattr(s, key) is not None for s in summaries)]  # fmt: skip
         header = ["method", "PSNR_Y (dB)", "SSIM_Y", "PSNR_RGB (dB)"]
         header += ["PSNR watermark (dB)"] if with_watermark else []
+        header += [title for _, title, _ in extras]
         header += ["seconds", "output MP/s"]
         lines = [
             (
@@ -212,9 +249,33 @@ class EvaluationResult:
             cells = [s.method, f"{s.psnr_y:.2f}", f"{s.ssim_y:.4f}", f"{s.psnr_rgb:.2f}"]
             if with_watermark:
                 cells.append("-" if s.psnr_watermark is None else f"{s.psnr_watermark:.2f}")
+            for key, _, digits in extras:
+                value = getattr(s, key)
+                cells.append("-" if value is None else f"{value:.{digits}f}")
             cells += [f"{s.seconds:.2f}", f"{s.megapixels_per_second:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+        notes = []
+        if any(s.perceptual is not None for s in summaries):
+            notes.append(
+                "VGG dist: unweighted LPIPS-style distance on VGG16 features (not LPIPS), lower is better"
+            )
+        truth = self.truth_colourfulness()
+        if truth is not None:
+            notes.append(f"colourfulness of the truth: {truth:.1f}; a*b* error: mean CIELAB chroma distance")
+        return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+# (attribute, markdown title, decimals) of the optional columns, in table order
+_EXTRA_COLUMNS = (
+    ("perceptual", "VGG dist", 4),
+    ("colourfulness", "colourfulness", 1),
+    ("ab_error", "a*b* error", 2),
+)
+
+
+def _mean_or_none(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def check_task(task: str) -> str:
@@ -281,21 +342,27 @@ def evaluate(
     *,
     keep_crops: bool = True,
     progress: bool = False,
+    perceptual: PerceptualDistance | bool | None = None,
 ) -> EvaluationResult:
     """Degrade every image under `data_dir` with `task`'s preset and score the baseline, peers and `methods`.
 
     Unreadable or too-small images are logged, skipped and listed in `result.failed`; if none is left,
-    `InputError`. `keep_crops` keeps the small crops `write_report` needs.
+    `InputError`. `keep_crops` keeps the small crops `write_report` needs. `perceptual`: None scores the VGG
+    distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
+    `PerceptualDistance`.
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)
     images = find_images(data_dir)
     chosen = create_methods(methods, scale, peers_dir)
     _warm_up(chosen)
+    distance = resolve_perceptual(perceptual)
+    colour = task in COLOUR_TASKS
     result = EvaluationResult(task, Path(data_dir).resolve().name, scale, [m.name for m in chosen], [])
     for path, relative in tqdm(images, desc=f"evaluate {task}", unit="img", disable=not progress):
         try:
-            record = evaluate_image(path, relative, pipeline, chosen, seed, keep_crops=keep_crops)
+            record = evaluate_image(path, relative, pipeline, chosen, seed, keep_crops=keep_crops,
+                                    perceptual=distance, colour=colour)  # fmt: skip
         except DecrappifyError as error:
             reason = error.reason if isinstance(error, InputError) and error.path == path else str(error)
             log.warning("skipped %s: %s", path, reason)
@@ -315,8 +382,13 @@ def evaluate_image(
     seed: int,
     *,
     keep_crops: bool = True,
+    perceptual: PerceptualDistance | None = None,
+    colour: bool = False,
 ) -> ImageRecord:
-    """Degrade one clean image once, run and score every method on it; `InputError` if it cannot be scored."""
+    """Degrade one clean image once, run and score every method on it; `InputError` if it cannot be scored.
+
+    `perceptual` adds the VGG distance, `colour` colourfulness and a*b* error (and the truth's colourfulness).
+    """
     scale = int(pipeline.scale)
     picture = read_image(path)
     minimum = 2 * scale + metrics.SSIM_WINDOW  # the border crop, then one SSIM window
@@ -332,6 +404,9 @@ def evaluate_image(
     lq = np.asarray(lq_image, dtype=np.float32) / 255.0
     boxes = [_scale_box(box, int(degraded.scale)) for box in degraded.boxes]
     record = ImageRecord(relative, {}, choose_crop(hq, boxes, scale))
+    reference = perceptual.reference(hq, scale) if perceptual is not None else None
+    if colour:
+        record.truth_colourfulness = metrics.colourfulness(hq)
     for method in methods:
         started = time.perf_counter()
         out = method(lq)
@@ -339,13 +414,31 @@ def evaluate_image(
         pred = to_uint8(out)
         if pred.shape != hq.shape:
             raise InputError(path, f"{method.name} returned {pred.shape}, expected {hq.shape}")
-        record.scores[method.name] = score(pred.astype(np.float32) / 255.0, hq, scale, boxes, seconds)
+        pred_float = pred.astype(np.float32) / 255.0
+        scores = score(pred_float, hq, scale, boxes, seconds)
+        if reference is not None:
+            scores = dataclasses.replace(scores, perceptual=perceptual.distance(pred_float, reference, scale))
+        if colour:
+            scores = dataclasses.replace(scores, colourfulness=metrics.colourfulness(pred_float),
+                                         ab_error=metrics.ab_error(pred_float, hq, scale))  # fmt: skip
+        record.scores[method.name] = scores
         if keep_crops:
             record.crops[method.name] = _crop(pred, record.crop_box)
     if keep_crops:
         record.crops["input"] = _crop(to_uint8(lq), tuple(v // scale for v in record.crop_box))
         record.crops["truth"] = _crop(to_uint8(hq), record.crop_box)
     return record
+
+
+def resolve_perceptual(perceptual: PerceptualDistance | bool | None) -> PerceptualDistance | None:
+    """The distance `evaluate` uses: see its `perceptual` argument (torch is imported only when needed)."""
+    if perceptual is False:
+        return None
+    if perceptual is None or perceptual is True:
+        from decrappify.perceptual import PerceptualDistance, default_perceptual
+
+        return PerceptualDistance.from_weights() if perceptual else default_perceptual()
+    return perceptual
 
 
 def score(pred: np.ndarray, hq: np.ndarray, border: int, boxes: Sequence[Box], seconds: float) -> Scores:

@@ -1,4 +1,5 @@
-"""Training losses: pixel, and fastai's feature + gram ("perceptual") loss with weights fitted to the backbone.
+"""Training losses: pixel, fastai's feature + gram ("perceptual") loss with weights fitted to the backbone, and the
+adversarial loss of GAN fine-tuning (with the critic's accuracy, and the generator's feature + adversarial sum).
 
 fastai's lesson-7 weights (5 / 15 / 2 for the features, 5e3 * w^2 for the gram matrices) were tuned to VGG16-BN's
 activation scale; on another backbone the same constants make one term swamp the rest (a gram term 10^7 times the
@@ -260,3 +261,70 @@ def create_feature_loss(
     weights_io.load_into(vgg, state_dict, what=str(source), ignore_prefixes=("classifier.",))
     log.info("feature loss: VGG16 features from %s, layers %s", source, layer_ids)
     return FeatureLoss(vgg, layer_ids, **weights)
+
+
+# ------------------------------------------------------------------------------------------------ adversarial
+
+
+class AdversarialLoss(nn.Module):
+    """The standard (non-saturating) GAN loss on critic logits: binary cross-entropy, averaged over every patch.
+
+    fastai's ``gan_loss_from_func`` with ``AdaptiveLoss(BCEWithLogitsLoss())``: the critic's loss is the mean of
+    ``BCE(real, 1)`` and ``BCE(fake, 0)`` (so ln 2 = 0.693 means "cannot tell", and fastai's switcher threshold
+    0.65 means "a little better than chance"); the generator's is ``BCE(fake, 1)``. ``real_label`` < 1 gives
+    one-sided label smoothing (Salimans et al. 2016), which keeps an over-confident critic's gradients alive.
+    """
+
+    def __init__(self, real_label: float = 1.0):
+        super().__init__()
+        if not 0.5 < real_label <= 1.0:
+            raise ConfigError(f"adversarial real_label must be in (0.5, 1], got {real_label}")
+        self.real_label = float(real_label)
+
+    def forward(self, logits: Tensor, target_is_real: bool) -> Tensor:
+        """BCE of ``logits`` (any shape) against "real" (``real_label``) or "fake" (0) for every element."""
+        label = self.real_label if target_is_real else 0.0
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+    def generator_loss(self, fake_logits: Tensor) -> Tensor:
+        """What the generator minimises: the critic should call its outputs real (label 1, never smoothed)."""
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+    def critic_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """What the critic minimises: the mean of its real and fake BCEs (fastai's ``_loss_C``)."""
+        return (self(real_logits, True) + self(fake_logits, False)) / 2
+
+    def extra_repr(self) -> str:
+        return f"real_label={self.real_label}"
+
+
+def critic_accuracy(real_logits: Tensor, fake_logits: Tensor) -> float:
+    """Fraction of patch opinions on the right side of 0 (real > 0, fake < 0), real and fake weighted equally."""
+    real = (real_logits > 0).float().mean()
+    fake = (fake_logits < 0).float().mean()
+    return float((real + fake) / 2)
+
+
+class GANGeneratorLoss(nn.Module):
+    """content(pred, hq) + ``adversarial_weight`` * adversarial(critic(pred)), every term returned for logging.
+
+    ``content`` is a ``(pred, hq) -> (total, terms)`` loss (:class:`FeatureLoss`, or the trainer's pixel wrapper).
+    fastai weighted pixel/feature loss 50 : adversarial 1 (lesson 7), DeOldify 1 : 1.5 on a feature loss; the
+    right weight depends on the content loss's scale, so it is a config value, not a constant here.
+    """
+
+    def __init__(
+        self, content: nn.Module, adversarial_weight: float, adversarial: AdversarialLoss | None = None
+    ):
+        super().__init__()
+        if not (math.isfinite(adversarial_weight) and adversarial_weight >= 0):
+            raise ConfigError(f"adversarial weight must be a finite number >= 0, got {adversarial_weight}")
+        self.content = content
+        self.adversarial = adversarial or AdversarialLoss()
+        self.adversarial_weight = float(adversarial_weight)
+
+    def forward(self, pred: Tensor, hq: Tensor, fake_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        content, terms = self.content(pred, hq)
+        adversarial = self.adversarial.generator_loss(fake_logits) * self.adversarial_weight
+        terms = {**terms, "content": content, "adversarial": adversarial}
+        return content + adversarial, terms

@@ -5,6 +5,11 @@ rounded, range 16..235), with `scale` pixels cropped from each border and SSIM t
 11x11 Gaussian window. Small deviations from that convention (rounding Y, padding SSIM, another luma formula) move
 results by 0.05-0.3 dB, which is the size of the differences between methods: so every number we report comes from
 here. Inputs are H x W x 3 float arrays in [0, 1]; all arithmetic is float64.
+
+For colourisation, PSNR says little (a plausible blue car scores worse than a grey one), so two colour measures
+follow: colourfulness (Hasler & Suesstrunk 2003; what a viewer calls vivid, 0 for grey) and the mean error in the
+a*b* plane of CIELAB (how far the colours are from the truth, ignoring lightness). The torch-based perceptual
+distance lives in `perceptual.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 
 import numpy as np
 from scipy import ndimage
+from skimage.color import rgb2lab
 
 from decrappify.errors import InputError
 
@@ -144,3 +150,38 @@ def ssim_y(pred: np.ndarray, hq: np.ndarray, border: int = 0) -> float:
     """SSIM on the MATLAB Y channel (range 255) after cropping `border` pixels: the papers' number."""
     _check_same_shape(np.asarray(pred), np.asarray(hq))
     return ssim(crop_border(rgb_to_y(pred), border), crop_border(rgb_to_y(hq), border), 255.0)
+
+
+def _rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    arr = _as_float64(arr, name)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InputError(None, f"{name}: expected an H x W x 3 array, got shape {arr.shape}")
+    return arr
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness M = sigma_rgyb + 0.3 mu_rgyb on the 0..255 scale.
+
+    rg = R - G, yb = (R + G) / 2 - B; M = sqrt(var(rg) + var(yb)) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2). Exactly 0
+    for any grey image. Their scale: 15 slightly, 33 moderately, 45 averagely, 59 quite, 82 highly, 109 extremely
+    colourful. Computed on sRGB values as in the paper (no linearisation).
+    """
+    rgb = _rgb(rgb, "colourfulness") * 255.0
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    spread = math.sqrt(float(np.var(rg)) + float(np.var(yb)))
+    mean = math.sqrt(float(np.mean(rg)) ** 2 + float(np.mean(yb)) ** 2)
+    return spread + 0.3 * mean
+
+
+def ab_error(pred: np.ndarray, hq: np.ndarray, border: int = 0) -> float:
+    """Mean Euclidean distance between the CIELAB a*b* of `pred` and `hq` (sRGB, D65; skimage's `rgb2lab`).
+
+    The chroma part of Delta E 1976 per pixel, averaged: 0 for identical colours whatever the lightness; about
+    2.3 is a just-noticeable difference. A greyscale guess scores the truth's mean chroma.
+    """
+    pred, hq = _rgb(pred, "ab_error"), _rgb(hq, "ab_error")
+    _check_same_shape(pred, hq)
+    pred, hq = crop_border(pred, border), crop_border(hq, border)
+    diff = rgb2lab(np.clip(pred, 0.0, 1.0))[..., 1:] - rgb2lab(np.clip(hq, 0.0, 1.0))[..., 1:]
+    return float(np.mean(np.sqrt(np.sum(diff**2, axis=-1))))

@@ -89,8 +89,15 @@ def _columns(result: EvaluationResult, record: ImageRecord) -> list[tuple[str, l
         caption = [name, f"{scores.psnr_y:.2f} dB / {scores.ssim_y:.4f}"]
         if scores.psnr_watermark is not None:
             caption.append(f"watermark {scores.psnr_watermark:.2f} dB")
+        if scores.perceptual is not None:
+            caption.append(f"VGG dist {scores.perceptual:.4f}")
+        if scores.colourfulness is not None and scores.ab_error is not None:
+            caption.append(f"colourfulness {scores.colourfulness:.1f} / a*b* error {scores.ab_error:.2f}")
         columns.append((name, caption, record.crops[name], zoom))
-    columns.append(("truth", ["truth"], record.crops["truth"], zoom))
+    truth = ["truth"]
+    if record.truth_colourfulness is not None:
+        truth.append(f"colourfulness {record.truth_colourfulness:.1f}")
+    columns.append(("truth", truth, record.crops["truth"], zoom))
     return columns
 
 
@@ -115,9 +122,13 @@ def _image_section(
     return f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>", names
 
 
+OPTIONAL_KEYS = ("perceptual", "colourfulness", "ab_error")  # shown when some method has them
+
+
 def _summary_table(result: EvaluationResult) -> str:
     rows = result.to_dict()["results"]
     keys = ["method", "psnr_y", "ssim_y", "psnr_rgb", "psnr_watermark", "seconds", "megapixels_per_second"]
+    keys[5:5] = [k for k in OPTIONAL_KEYS if any(r[k] is not None for r in rows)]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join(
         "<tr>"
@@ -126,6 +137,20 @@ def _summary_table(result: EvaluationResult) -> str:
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _notes(result: EvaluationResult) -> str:
+    """What the optional columns mean (the VGG distance is easily mistaken for LPIPS)."""
+    notes = []
+    if any(s.perceptual is not None for s in result.summaries()):
+        notes.append(
+            "perceptual: unweighted LPIPS-style distance on VGG16 features (not LPIPS); lower is better."
+        )
+    truth = result.truth_colourfulness()
+    if truth is not None:
+        notes.append(f"colourfulness (Hasler &amp; S&uuml;sstrunk 2003) of the truth: {truth:.1f}; "
+                     "ab_error: mean CIELAB a*b* distance to the truth.")  # fmt: skip
+    return "".join(f"<p>{note}</p>" for note in notes)
 
 
 def _remove_stale_crops(out_dir: Path, keep: set[str]) -> None:
@@ -157,6 +182,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> Path:
                 f"<p>{len(result.images)} images; PSNR_Y / SSIM_Y per image under each crop; "
                 f"scores on the Y channel with a {result.scale}-pixel border cropped.</p>"
             ),
+            _notes(result),
             _summary_table(result),
             f"<h2>Skipped</h2><ul>{failed}</ul>" if failed else "",
             *sections,

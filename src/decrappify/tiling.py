@@ -14,6 +14,12 @@ How a picture is cut (per axis; the two axes are independent):
   tiled result equals the untiled one up to float rounding; when it does not, the blend hides the seam.
 
 A tile that does not fit in memory (CUDA or CPU) is retried with half the tile size, down to `min_tile`.
+
+How much overlap is enough depends on the model. The compact U-Net (stride 4, receptive field 48 input pixels
+in theory, ~30 in practice) is exact (2e-5) with 64 and within 0.01 dB with 32 (untrained, 160 x 160). A ResNet U-Net (stride 32) sees
+hundreds of pixels: measured on an untrained ResNet-18 U-Net (x2, 256 x 256 input, 64-pixel tiles), the tiled
+output was 20.6 / 30.4 / 42.1 dB PSNR from the untiled one with 32 / 64 / 128 pixels of overlap, and tiles off
+its 32-pixel grid have a 2-3x larger worst error. Hence `Restorer`'s default overlap of four strides (128 for such a U-Net).
 """
 
 from __future__ import annotations

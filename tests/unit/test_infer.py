@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from decrappify.errors import ConfigError, InputError
+from decrappify.errors import ConfigError, DecrappifyError, InputError
 from decrappify.imageio import Picture
 from decrappify.infer import Restorer, keep_luminance
 from decrappify.metrics import rgb_to_y
@@ -18,6 +18,15 @@ from decrappify.weights import save_model
 from decrappify.zoo import list_models, resolve_model
 
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread is ~8x faster than two (no waiting on a busy core)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _save(path: Path, config: dict = TINY, **info) -> Path:
@@ -126,3 +135,25 @@ def test_keep_luminance_upscales_the_source() -> None:
     out = keep_luminance(source, pred)
     np.testing.assert_allclose(rgb_to_y(out), rgb_to_y(np.full((8, 8, 3), 0.5)), atol=1e-3)
     assert out[..., 0].mean() > out[..., 1].mean()  # the colour is the prediction's
+
+
+def test_out_of_memory_through_the_restorer(model_file: Path) -> None:
+    """A tile too big for memory is halved and the result is still sound; nothing fits: one clear error."""
+    restorer = Restorer.from_pretrained(model_file, device="cpu", tile=0, tile_overlap=8)
+    rgb = _rgb(64, 64, 5)
+    expected = restorer.restore_array(rgb)
+    runner = restorer._runner
+
+    def small_memory(lq: torch.Tensor) -> torch.Tensor:
+        if lq.shape[-2] * lq.shape[-1] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return runner(lq)
+
+    restorer._runner = small_memory  # the runner's scale and stride are no longer needed past this point
+    restorer._runner.size_multiple = runner.size_multiple
+    limit = 48 * 48
+    error = restorer.restore_array(rgb) - expected
+    assert 10 * np.log10(1 / np.mean(error**2)) > 35  # tiles with a short overlap: close, not identical
+    limit = 0
+    with pytest.raises(DecrappifyError, match="out of memory even with"):
+        restorer.restore_array(rgb)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -147,3 +148,19 @@ def test_default_vgg16_weights_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.VGG_WEIGHTS_ENV, str(tmp_path / "gone.safetensors"))
     with pytest.raises(WeightsError, match="gone.safetensors"):
         default_vgg16_weights()
+
+
+def test_urls_are_cached_and_hash_checked_without_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    source = tmp_path / "w.pth"
+    torch.save({"x": torch.arange(3.0)}, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    good = source.rename(tmp_path / f"tiny-{digest[:8]}.pth")
+    loaded = load_state_dict_file(good.as_uri())  # the hash prefix comes from the file name
+    assert torch.equal(loaded["x"], torch.arange(3.0))
+    assert (tmp_path / "hub" / "checkpoints" / good.name).is_file()
+
+    bad = tmp_path / "tiny-00000000.pth"
+    bad.write_bytes(good.read_bytes())
+    with pytest.raises(WeightsError, match="tiny-00000000.pth: download failed"):
+        load_state_dict_file(bad.as_uri())

@@ -40,6 +40,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="FILE", help="write the summary as JSON to FILE")
     parser.add_argument("--report", metavar="DIR", help="write an HTML page of side-by-side crops to DIR")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
+    parser.add_argument(
+        "--no-perceptual",
+        dest="perceptual",
+        action="store_false",
+        default=None,
+        help="skip the VGG perceptual distance (scored by default when VGG16 weights are found; one VGG16 pass "
+        "per image and method, the slowest part of an evaluation on a CPU)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         keep_crops=args.report is not None,
         progress=not args.quiet,
+        perceptual=args.perceptual,
     )
     print(result.to_markdown(), end="")
     if args.json:

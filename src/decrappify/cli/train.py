@@ -30,9 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data", action="append", type=Path, default=[], help="folder of training images (repeatable)"
     )
-    parser.add_argument("--val", action="append", type=Path, default=[], help="validation folder (repeatable)")
+    parser.add_argument(
+        "--val", action="append", type=Path, default=[], help="validation folder (repeatable)"
+    )
     parser.add_argument("-o", "--out", type=Path, help="run folder (default: runs/<config name>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     parser.add_argument(
         "--lr-find", action="store_true", help="run the LR range test instead of training; print suggestions"
     )
@@ -48,7 +52,9 @@ def _with_paths(config: Config, data: list[Path], val: list[Path]) -> Config:
         changes["paths"] = tuple(str(p.resolve()) for p in data)
     if val:
         changes["val_paths"] = tuple(str(p.resolve()) for p in val)
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **changes)) if changes else config
+    return (
+        dataclasses.replace(config, data=dataclasses.replace(config.data, **changes)) if changes else config
+    )
 
 
 def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
@@ -60,7 +66,9 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
                 raise ConfigError("--resume needs --out RUN_DIR (or --config, to use runs/<config name>)")
             args.out = default_run_dir(load_config(args.config))
         if args.config is not None:
-            log.info("--resume: using the config stored in %s (the --config file is not read again)", args.out)
+            log.info(
+                "--resume: using the config stored in %s (the --config file is not read again)", args.out
+            )
         return _with_paths(resume_config(args.out, args.overrides), args.data, args.val), args.out
     if args.config is None:
         raise ConfigError("--config FILE is required (a recipe from configs/, e.g. configs/restore-x4.toml)")
@@ -73,7 +81,9 @@ def _command_line(args: argparse.Namespace, run_dir: Path) -> str:
     words = ["decrappify", "train"]
     if args.config is not None:
         words += ["--config", str(args.config)]
-    words += [w for p in args.data for w in ("--data", str(p))] + [w for p in args.val for w in ("--val", str(p))]
+    words += [w for p in args.data for w in ("--data", str(p))] + [
+        w for p in args.val for w in ("--val", str(p))
+    ]
     words += ["--out", str(run_dir)] + (["--resume"] if args.resume else []) + list(args.overrides)
     return " ".join(shlex.quote(w) for w in words)
 
@@ -90,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     command = _command_line(args, run_dir)
     result = train(
-        config, run_dir=run_dir, resume=args.resume, progress=not getattr(args, "quiet", False), command=command
+        config,
+        run_dir=run_dir,
+        resume=args.resume,
+        progress=not getattr(args, "quiet", False),
+        command=command,
     )
     if result.model_path is not None:
         metrics = result.state.metrics

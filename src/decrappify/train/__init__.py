@@ -74,17 +74,28 @@ def train(
     ctx = distributed.setup(config.train.device)
     try:
         with _torch_threads(config, ctx):
-            trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
-                              progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
+            trainer = Trainer(
+                config,
+                run_dir or default_run_dir(config),
+                ctx=ctx,
+                resume=resume,
+                progress=progress and ctx.is_main,
+                callbacks=callbacks,
+                command=command,
+            )
             return trainer.fit()
     finally:
         distributed.teardown(ctx)
 
 
 def find_lr(
-    config: Config, *, run_dir: str | Path | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
+    config: Config,
+    *,
+    run_dir: str | Path | None = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
     num_steps: int = 100,
-) -> LRFindResult:  # fmt: skip
+) -> LRFindResult:
     """The LR range test on the config's first stage; writes `RUN/lr_find.csv`."""
     ctx = distributed.setup(config.train.device)
     try:

@@ -63,10 +63,18 @@ def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
         valset = build_validation(val_items, pipeline, seed=config.seed, crop=data.val_crop)
     log.info(
         "data: %d training images (%s), %d validation images, preset %s",
-        len(train_items), ", ".join(data.paths), len(val_items), data.preset,
-    )  # fmt: skip
-    return DataBundle(PairDataset(store, pipeline, data.augment), valset, int(pipeline.scale), len(train_items),
-                      len(val_items))  # fmt: skip
+        len(train_items),
+        ", ".join(data.paths),
+        len(val_items),
+        data.preset,
+    )
+    return DataBundle(
+        PairDataset(store, pipeline, data.augment),
+        valset,
+        int(pipeline.scale),
+        len(train_items),
+        len(val_items),
+    )
 
 
 def stage_plan(
@@ -77,8 +85,9 @@ def stage_plan(
     eligible = tuple(dataset.store.eligible(spec.crop))
     if not eligible:
         raise ConfigError(f"stages.{stage}.crop={spec.crop}: no training image is that large on both sides")
-    plan = EpochPlan(eligible, spec.crop, spec.batch, config.seed, stage, config.data.crops_per_image, rank,
-                     world_size)  # fmt: skip
+    plan = EpochPlan(
+        eligible, spec.crop, spec.batch, config.seed, stage, config.data.crops_per_image, rank, world_size
+    )
     if plan.batches_per_epoch == 0:
         raise ConfigError(
             f"stages.{stage}: {len(eligible)} images x {config.data.crops_per_image} crops cannot fill one batch of "
@@ -168,9 +177,11 @@ def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW
     per stage and the schedule scales it, step by step.
     """
     opt = config.optim
-    named = model.parameter_groups() if hasattr(model, "parameter_groups") else [
-        {"name": "decoder", "params": list(model.parameters())}
-    ]  # fmt: skip
+    named = (
+        model.parameter_groups()
+        if hasattr(model, "parameter_groups")
+        else [{"name": "decoder", "params": list(model.parameters())}]
+    )
     groups = []
     for group in named:
         mult = opt.encoder_lr_mult if group["name"] == "encoder" else 1.0
@@ -178,8 +189,15 @@ def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW
         no_decay = [p for p in group["params"] if p.ndim <= 1]
         for params, wd, suffix in ((decay, opt.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
             if params:
-                groups.append({"params": params, "weight_decay": wd, "name": group["name"] + suffix,
-                               "lr_mult": mult, "peak_lr": opt.lr * mult})  # fmt: skip
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": wd,
+                        "name": group["name"] + suffix,
+                        "lr_mult": mult,
+                        "peak_lr": opt.lr * mult,
+                    }
+                )
     return torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
 
 

@@ -186,3 +186,19 @@ class ProgressBar(Callback):
                 self._pending = 0
             self._bar.close()
             self._bar = None
+
+
+class LogLines(Callback):
+    """Without a progress bar: one log line per epoch."""
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        text = ", ".join(f"{k} {v:.4f}" for k, v in record.metrics.items())
+        log.info(
+            "stage %d epoch %d step %d: train loss %.4f, %.1f crops/s%s",
+            record.stage + 1,
+            record.epoch + 1,
+            record.step,
+            record.train_loss,
+            record.crops_per_second,
+            f", {text}" if text else "",
+        )

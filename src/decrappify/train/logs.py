@@ -16,14 +16,24 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from decrappify.config import Config
 from decrappify.train.checkpoint import atomic_write_text
-from decrappify.train.events import Callback, EpochRecord, StepRecord
+from decrappify.train.events import Callback, EpochRecord, LogLines, ProgressBar, StepRecord
 
 log = logging.getLogger(__name__)
 
 EPOCH_COLUMNS = (
-    "stage", "epoch", "step", "elapsed_s", "lr", "train_loss", "crops_per_s", "val_psnr_y", "val_ssim_y", "val_l1",
-)  # fmt: skip
+    "stage",
+    "epoch",
+    "step",
+    "elapsed_s",
+    "lr",
+    "train_loss",
+    "crops_per_s",
+    "val_psnr_y",
+    "val_ssim_y",
+    "val_l1",
+)
 STEP_COLUMNS = ("step", "stage", "epoch", "elapsed_s", "lr", "loss", "crops_per_s")
 
 
@@ -89,18 +99,28 @@ class CsvLogger(Callback):
         if record.step % self.log_every == 0 or record.stage_step >= record.stage_total:
             count = len(self._losses)
             row = {
-                "step": record.step, "stage": record.stage + 1, "epoch": record.epoch + 1, "elapsed_s": record.elapsed,
-                "lr": record.lr, "loss": sum(self._losses) / count, "crops_per_s": self._crops / max(self._seconds, 1e-9),
-            }  # fmt: skip
+                "step": record.step,
+                "stage": record.stage + 1,
+                "epoch": record.epoch + 1,
+                "elapsed_s": record.elapsed,
+                "lr": record.lr,
+                "loss": sum(self._losses) / count,
+                "crops_per_s": self._crops / max(self._seconds, 1e-9),
+            }
             row.update({name: total / count for name, total in self._terms.items()})
             self.steps.write(row)
             self._losses, self._terms, self._crops, self._seconds = [], {}, 0, 0.0
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         row = {
-            "stage": record.stage + 1, "epoch": record.epoch + 1, "step": record.step, "elapsed_s": record.elapsed,
-            "lr": record.lr, "train_loss": record.train_loss, "crops_per_s": record.crops_per_second,
-        }  # fmt: skip
+            "stage": record.stage + 1,
+            "epoch": record.epoch + 1,
+            "step": record.step,
+            "elapsed_s": record.elapsed,
+            "lr": record.lr,
+            "train_loss": record.train_loss,
+            "crops_per_s": record.crops_per_second,
+        }
         row.update({f"val_{k}": v for k, v in record.metrics.items()})
         self.epochs.write(row)
 
@@ -139,3 +159,21 @@ class TensorBoardLogger(Callback):
     def on_fit_end(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def default_callbacks(
+    config: Config, run_dir: Path, *, progress: bool, resume_step: int | None
+) -> list[Callback]:
+    """CSV logs, a progress bar (or a log line per epoch), TensorBoard if asked for."""
+    terms = []
+    if config.loss.kind == "feature":
+        layers = range(len(config.loss.layer_ids))
+        terms = ["pixel"] + [f"{kind}_{i}" for kind in ("feat", "gram") for i in layers]
+    log_every = config.train.log_every
+    callbacks: list[Callback] = [
+        CsvLogger(run_dir, log_every=log_every, resume_step=resume_step, terms=terms)
+    ]
+    callbacks.append(ProgressBar(every=max(1, log_every // 5)) if progress else LogLines())
+    if config.train.tensorboard:
+        callbacks.append(TensorBoardLogger(run_dir))
+    return callbacks

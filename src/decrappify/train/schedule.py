@@ -141,6 +141,8 @@ def _suggest(lrs: list[float], losses: list[float]) -> LRFindResult:
     # skip the first tenth too: the moving average has barely started there
     first = max(1, len(lrs) // 10)
     candidates = range(first, stop - 1)
-    slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in candidates]
+    slopes = [
+        (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in candidates
+    ]
     steepest = lrs[first + slopes.index(min(slopes))] if slopes else lrs[stop - 1] / 10
     return LRFindResult(lrs, losses, steepest, lrs[stop - 1] / 10)

@@ -98,3 +98,19 @@ def save_png(image: Image.Image, path: Path) -> Path:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def validate_with_samples(
+    model: torch.nn.Module,
+    valset: ValidationSet,
+    device: torch.device,
+    *,
+    amp: bool,
+    samples: int,
+    grid_path: Path,
+) -> tuple[dict[str, float], Path | None]:
+    """`validate`, then the grid of the first `samples` pairs written to `grid_path` (None if no samples)."""
+    result = validate(model, valset, device, amp=amp, keep=min(samples, len(valset)))
+    if not result.outputs:
+        return result.metrics, None
+    return result.metrics, save_png(sample_grid(valset, result.outputs), grid_path)
