@@ -8,8 +8,9 @@ with the recipe's preset, and prints training throughput (crops/s) and PSNR_Y / 
 bicubic. The bar for sr-x4 after 30 minutes on the 2-core CPU: >= 27.16 dB PSNR_Y (bicubic + 1.2 dB).
 
 `--bare-seconds N` then runs a minimal training loop (same model, batch and crop size: in-memory images, random
-crop, Pillow bicubic downscale, L1, AdamW, cosine LR; no validation, logging or checkpoints) for N seconds and
-prints its crops/s, so the trainer's overhead can be read off under the same machine load.
+crop, Pillow bicubic downscale, L1, AdamW, cosine LR; no validation, logging or checkpoints) for N seconds with
+all cores and N seconds with one thread, and prints its crops/s, so the trainer's overhead can be read off under
+the same machine load (the trainer picks its thread count by timing: see src/decrappify/train/threads.py).
 Paths default to ../shared relative to the repository root; the run folder to runs/bench-<name>.
 """
 
@@ -119,6 +120,24 @@ def bare_loop(config: Config, folders: list[Path], seconds: float) -> float:
                 return timed_crops / (time.perf_counter() - started)
 
 
+def faster_thread_count(model_path: Path) -> int:
+    """All cores or 1 for inference, whichever runs a BSD100-sized input faster now (see train/threads.py)."""
+    from decrappify.weights import load_model
+
+    model = load_model(model_path)[0]
+    lq = torch.rand(1, 3, 80, 120)
+    timings = {}
+    for threads in sorted({torch.get_num_threads(), 1}):
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            model(lq)
+            started = time.perf_counter()
+            for _ in range(3):
+                model(lq)
+        timings[threads] = time.perf_counter() - started
+    return min(timings, key=timings.get)
+
+
 def evaluate_model(model_path: Path, eval_dir: Path, task: str) -> dict:
     from decrappify.evaluate import evaluate
 
@@ -147,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model_path),
     }
     if args.bare_seconds > 0:
-        bare = bare_loop(config, args.data, args.bare_seconds)
-        report["bare_loop_crops_per_s"] = round(bare, 2)
-        print(f"bare loop: {bare:.1f} crops/s (trainer: {crops_per_s:.1f}, ratio {crops_per_s / bare:.3f})")
+        for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
+            torch.set_num_threads(threads)
+            bare = bare_loop(config, args.data, args.bare_seconds)
+            report[f"bare_loop_{threads}_threads_crops_per_s"] = round(bare, 2)
+            print(f"bare loop, {threads} thread(s): {bare:.1f} crops/s (trainer {crops_per_s:.1f})")
     if not args.no_eval:
+        torch.set_num_threads(faster_thread_count(model_path))
         scores = evaluate_model(model_path, args.eval, config.data.preset)
         for name, summary in scores.items():
             print(

@@ -41,7 +41,10 @@ class DataConfig:
     augment: str = "hflip"  # none | hflip | dihedral (flips and 90-degree turns)
     cache: bool = True  # decode the training images once and keep them in memory (uint8)
     workers: int = 0  # 0: build batches in this process (best on 2 cores); N: DataLoader worker processes
-    prefetch: bool = True  # with workers=0: build the next batch in a thread while the model computes
+    # with workers=0: build the next batch in a thread while the model computes. Off by default: on 2 cores the
+    # thread takes a core from torch's threads, which then wait for each other; on a busy machine, threads=1 with
+    # prefetch=true measured faster (see benchmarks/train_budget.py)
+    prefetch: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels-last memory format on CUDA
-    threads: int = 0  # torch CPU threads per process; 0: cores / local processes
+    threads: int = 0  # torch CPU threads per process; 0: cores / local processes or 1, whichever is faster
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` package)
     debug_nan_step: int = 0  # test hook: make the loss NaN at this global step (0: off)
 

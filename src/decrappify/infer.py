@@ -4,6 +4,11 @@
 then `restorer.restore(picture)` for a `Picture` (alpha, bit depth, ICC and EXIF carried over by the I/O module)
 or `restorer.restore_array(rgb)` for an H x W x 3 float array. Every call runs under `torch.inference_mode()`,
 tile by tile (see `tiling`), and keeps nothing between calls, so one restorer can serve many threads' requests.
+
+Colourisation (task "colorize") works as DeOldify does: the model sees the picture's luma, shrunk so that its
+longer side is at most `render_size`; only its colour is kept, enlarged to full size and put on the picture's own
+full-resolution luma. Detail and brightness therefore come from the input by construction, and a big photo costs
+what a `render_size` one does. See `keep_luminance` for the exactness guarantee.
 """
 
 from __future__ import annotations
@@ -19,14 +24,13 @@ import torch.nn.functional as F
 
 from decrappify.backends import LoadedModel, Runner, TorchRunner, load_runner
 from decrappify.errors import ConfigError, InputError
-from decrappify.metrics import rgb_to_y
 from decrappify.tiling import DEFAULT_MIN_TILE, restore_tiled
 from decrappify.zoo import resolve_model
 
 if TYPE_CHECKING:
     from decrappify.imageio import Picture
 
-__all__ = ["Restorer", "keep_luminance", "restore_tiled"]
+__all__ = ["Restorer", "keep_luminance", "luma", "restore_tiled"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,10 @@ DEFAULT_TILE = 512
 MIN_TILE_OVERLAP = 32
 #: Tasks whose output must keep the input's luminance (the model only adds colour).
 LUMINANCE_TASKS = frozenset({"colorize"})
+#: Colourisation: the model runs on the picture shrunk to this longer side (DeOldify renders at 16 x 35 = 560).
+DEFAULT_RENDER_SIZE = 512
+#: BT.601 luma weights, full range (JPEG's Y, Pillow's "L"): what a greyscale picture stores.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
 
 class Restorer:
@@ -49,6 +57,7 @@ class Restorer:
         tile: int = DEFAULT_TILE,
         tile_overlap: int | None = None,
         min_tile: int = DEFAULT_MIN_TILE,
+        render_size: int | None = None,
     ):
         self._runner: Runner = loaded.runner
         self.config: dict[str, Any] = dict(loaded.config)
@@ -61,6 +70,11 @@ class Restorer:
         if tile < 0 or tile_overlap < 0:
             raise ConfigError(f"tile ({tile}) and tile overlap ({tile_overlap}) cannot be negative")
         self.tile, self.tile_overlap, self.min_tile = int(tile), int(tile_overlap), int(min_tile)
+        if render_size is None:
+            render_size = int(self.info.get("render_size", DEFAULT_RENDER_SIZE))
+        if render_size < 0:
+            raise ConfigError(f"render size cannot be negative, got {render_size}")
+        self.render_size = int(render_size)  # colourisation only; 0: run the model at full size
 
     @classmethod
     def from_pretrained(
@@ -73,17 +87,19 @@ class Restorer:
         tile_overlap: int | None = None,
         threads: int | None = None,
         opt_level: str = "all",
+        render_size: int | None = None,
     ) -> Restorer:
         """Load a shipped model by name or a model file by path (`.safetensors`; `.onnx` with backend="onnx").
 
         `tile` is the core size in input pixels (0: whole picture); each model call sees at most
         `tile + 2 * tile_overlap` pixels a side; `tile_overlap=None` picks one from the model's stride.
-        `threads` and `opt_level` apply to ONNX Runtime only.
+        `threads` and `opt_level` apply to ONNX Runtime only. `render_size` (colourisation): the longer side the
+        model sees (None: the model file's `info["render_size"]`, else 512; 0: full size).
         """
         path = resolve_model(name_or_path)
         loaded = load_runner(path, backend=backend, device=device, threads=threads, opt_level=opt_level)
         name = str(loaded.info.get("name") or path.stem)
-        return cls(loaded, name=name, tile=tile, tile_overlap=tile_overlap)
+        return cls(loaded, name=name, tile=tile, tile_overlap=tile_overlap, render_size=render_size)
 
     @property
     def backend(self) -> str:
@@ -108,20 +124,37 @@ class Restorer:
             )
             return pred.clamp_(0.0, 1.0)
 
-    def restore_array(self, rgb: np.ndarray) -> np.ndarray:
-        """H x W x 3 float array in [0, 1] -> (H*s) x (W*s) x 3 float32 in [0, 1]."""
+    def restore_array(self, rgb: np.ndarray, *, levels: int | None = None) -> np.ndarray:
+        """H x W x 3 float array in [0, 1] -> (H*s) x (W*s) x 3 float32 in [0, 1].
+
+        Colourisation keeps the input's luma; `levels` (255 for 8 bits) makes that hold after rounding too.
+        """
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             shape = getattr(rgb, "shape", type(rgb).__name__)
             raise InputError(None, f"expected an H x W x 3 image array, got {shape}")
-        lq = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
-        pred = self.restore_tensor(lq)[0].permute(1, 2, 0).numpy()
         if self.task in LUMINANCE_TASKS:
-            pred = keep_luminance(rgb, pred)
-        return np.ascontiguousarray(pred)
+            return self._colourise(rgb, levels)
+        return np.ascontiguousarray(self._run(rgb))
+
+    def _run(self, rgb: np.ndarray) -> np.ndarray:
+        lq = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
+        return self.restore_tensor(lq)[0].permute(1, 2, 0).numpy()
+
+    def _colourise(self, rgb: np.ndarray, levels: int | None) -> np.ndarray:
+        """The model's colour, from its run on the shrunk luma, on the input's full-resolution luma."""
+        height, width = rgb.shape[:2]
+        grey = np.repeat(luma(rgb)[..., None], 3, axis=2).astype(np.float32)
+        longer = max(height, width)
+        if self.render_size and longer > self.render_size:
+            factor = self.render_size / longer
+            small = (max(1, round(height * factor)), max(1, round(width * factor)))
+            grey = _resize(grey, small, "area")
+        pred = self._run(grey)
+        return keep_luminance(rgb, pred, size=(height * self.scale, width * self.scale), levels=levels)
 
     def restore(self, picture: Picture) -> Picture:
         """A new Picture: restored colour, alpha resized to match; bit depth, ICC and EXIF untouched."""
-        restored = picture.with_rgb(self.restore_array(picture.rgb))
+        restored = picture.with_rgb(self.restore_array(picture.rgb, levels=2**picture.bit_depth - 1))
         if self.task in LUMINANCE_TASKS and restored.grayscale:
             restored = dataclasses.replace(restored, grayscale=False)  # colour added: write it as colour
         return restored
@@ -132,17 +165,71 @@ class Restorer:
         )
 
 
-def keep_luminance(source_rgb: np.ndarray, pred_rgb: np.ndarray) -> np.ndarray:
-    """Colourisation hook: the prediction's colour (Cb, Cr) on the source's own luminance (BT.601 Y).
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 full-range luma 0.299 R + 0.587 G + 0.114 B (float64): a grey picture's own values."""
+    return np.asarray(rgb, dtype=np.float64) @ LUMA_WEIGHTS
 
-    A colourising model should add colour, not change detail or brightness; taking Y from the input makes that
-    true by construction. The source is resized (bicubic) when the model also upscales.
+
+def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """H x W x C float array to `size` (height, width) with torch interpolation (`area` to shrink)."""
+    if array.shape[:2] == tuple(size):
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+    align = None if mode == "area" else False
+    out = F.interpolate(tensor, size=tuple(size), mode=mode, align_corners=align)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def keep_luminance(
+    source_rgb: np.ndarray,
+    pred_rgb: np.ndarray,
+    *,
+    size: tuple[int, int] | None = None,
+    levels: int | None = None,
+) -> np.ndarray:
+    """Colourisation: the prediction's colour on the source's own luma (BT.601 full range, see `luma`).
+
+    The output has `size` (default: the prediction's); the source is enlarged (bicubic) and the prediction's
+    colour (its RGB minus its luma, which has zero luma) resized (bilinear) to it. Where source luma plus colour
+    would leave [0, 1], the colour is scaled down (desaturated) rather than clipped, so the luma stays exact.
+    `levels` (255 for 8 bits): the output lies on that grid and its luma rounds to the source's rounded luma
+    (for an 8-bit picture, Pillow's `convert("L")` of the output equals the source's): the luma is off by at
+    most 0.06 levels, 0.29 where blue is pinned at 0 or full, so `metrics.rgb_to_y` stays within 0.25.
     """
-    source = source_rgb.astype(np.float32)
-    if source.shape[:2] != pred_rgb.shape[:2]:
-        tensor = torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)[None]
-        tensor = F.interpolate(tensor, size=pred_rgb.shape[:2], mode="bicubic", align_corners=False)
-        source = tensor[0].permute(1, 2, 0).clamp(0, 1).numpy()
-    # rgb_to_y is MATLAB's BT.601 (Y in 16..235 for 0..1 input); shift both by the same Y difference.
-    delta = (rgb_to_y(source) - rgb_to_y(pred_rgb)) / 219.0
-    return np.clip(pred_rgb + delta[..., None], 0.0, 1.0).astype(np.float32)
+    size = tuple(size or pred_rgb.shape[:2])
+    source = np.clip(_resize(np.asarray(source_rgb, dtype=np.float32), size, "bicubic"), 0.0, 1.0)
+    pred = np.asarray(pred_rgb, dtype=np.float64)
+    colour = _resize(pred - luma(pred)[..., None], size, "bilinear").astype(np.float64)
+    colour -= luma(colour)[..., None]  # float32 resizing leaves ~1e-8 of luma: remove it
+    target = luma(source)
+    if levels:
+        target = np.rint(target * levels) / levels
+    rgb = _fit_gamut(target, colour)
+    if levels:
+        rgb = _quantize_keeping_luma(rgb, np.rint(target * levels), levels) / levels
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def _fit_gamut(y: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """y + s * colour with the largest s in [0, 1] keeping every channel in [0, 1] (luma unchanged)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(colour > 0, (1.0 - y)[..., None] / colour, np.inf)
+        room = np.minimum(room, np.where(colour < 0, y[..., None] / -colour, np.inf))
+    factor = np.clip(room.min(axis=-1), 0.0, 1.0)
+    return np.clip(y[..., None] + factor[..., None] * colour, 0.0, 1.0)
+
+
+def _quantize_keeping_luma(rgb: np.ndarray, target: np.ndarray, levels: int) -> np.ndarray:
+    """Round to integer levels, then nudge the channels until the luma is within 0.45 levels of `target`.
+
+    Blue moves luma least (0.114 a level), so it goes first and last: alone it lands within 0.057; green (0.29)
+    and red step in only when blue is pinned at 0 or `levels`. A pixel still off (never seen) becomes grey.
+    """
+    quantized = np.rint(rgb * levels)
+    for channel in (2, 1, 2, 0, 2):
+        error = target - quantized @ LUMA_WEIGHTS
+        step = np.rint(error / LUMA_WEIGHTS[channel])
+        quantized[..., channel] = np.clip(quantized[..., channel] + step, 0, levels)
+    bad = np.abs(target - quantized @ LUMA_WEIGHTS) > 0.45
+    quantized[bad] = target[bad][:, None]
+    return quantized

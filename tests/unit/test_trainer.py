@@ -294,3 +294,27 @@ def test_feature_loss_weights_are_calibrated_and_stored(
     header = (tmp_path / "run" / "steps.csv").read_text().splitlines()[0]
     assert header.endswith("pixel,feat_0,feat_1,gram_0,gram_1")
     assert all(math.isfinite(v) for v in result.losses)
+
+
+def test_thread_tuner_keeps_the_faster_count_and_tries_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    from decrappify.train.threads import ThreadTuner
+
+    threads = {"n": 2}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads["n"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: threads.update(n=n))
+    cost = {2: 0.9, 1: 0.4}  # a busy machine: one thread is faster
+    tuner = ThreadTuner([2, 1], every_seconds=3600, trial_steps=2, skip=1)
+    used = []
+    for _ in range(8):
+        tuner.before_step()
+        used.append(threads["n"])
+        tuner.after_step(cost[threads["n"]])
+    assert used == [2, 2, 2, 1, 1, 1, 1, 1]  # skip one, try 2 twice, 1 twice, keep 1
+    tuner.every_seconds = 0.0  # time for another trial: the load has gone
+    cost[2] = 0.2
+    for _ in range(5):
+        tuner.before_step()
+        used.append(threads["n"])
+        tuner.after_step(cost[threads["n"]])
+    assert used[8:] == [2, 2, 1, 1, 2]
+    assert not ThreadTuner([1]).enabled

@@ -253,7 +253,7 @@ class CompactUnet(Generator):
         scale: int = 4,
         *,
         widths: Sequence[int] = (48, 64, 96),
-        blocks: Sequence[int] = (2, 2, 2),
+        blocks: Sequence[int] = (3, 2, 2),
         act: str = "relu",
         res_scale: float = 1.0,
         self_attention: bool = False,

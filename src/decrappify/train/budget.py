@@ -16,7 +16,10 @@ from decrappify.train.checkpoint import TrainState
 
 log = logging.getLogger(__name__)
 
-WARMUP_STEPS = 12  # steps timed (after the first two) before a stage's length is estimated
+WARMUP_START = (
+    8  # steps left untimed: the first are slow (allocations), then `threads.ThreadTuner` tries counts
+)
+WARMUP_STEPS = 12  # steps timed before a stage's length is estimated
 PROVISIONAL_STEPS = 10**6  # a stage's planned length until the estimate exists
 
 
@@ -53,7 +56,7 @@ class TimeBudget:
         if state.stage_budget <= 0 or state.stage_total != PROVISIONAL_STEPS:
             return None
         if self._mark is None:
-            if state.stage_step >= 2:  # the first steps (allocations, thread start-up) are slow: not timed
+            if state.stage_step >= WARMUP_START:
                 self._mark = (state.stage_step, state.elapsed)
             return None
         steps = state.stage_step - self._mark[0]

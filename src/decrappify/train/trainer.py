@@ -36,6 +36,7 @@ from decrappify.train.events import Callback, CallbackList, EpochRecord, FitInfo
 from decrappify.train.interrupts import deferred_interrupts
 from decrappify.train.logs import default_callbacks
 from decrappify.train.schedule import LRFindResult, Schedule, lr_find, lr_sweep
+from decrappify.train.threads import ThreadTuner
 from decrappify.train.validation import validate_with_samples
 
 log = logging.getLogger(__name__)
@@ -205,12 +206,16 @@ class Trainer:
         state = self.state
         self.callbacks.on_stage_start(info)
         batches = self._batches(plan, state.epoch, state.batch)
+        tuner = self._thread_tuner()
         try:
             while state.stage_step < state.stage_total:
+                tuner.before_step()
                 started = time.monotonic()
                 lq, hq = next(batches)
                 loss, terms, lr, flags = self._train_step(lq, hq)
-                self._after_step(plan, loss, terms, lr, time.monotonic() - started)
+                seconds = time.monotonic() - started
+                tuner.after_step(seconds)
+                self._after_step(plan, loss, terms, lr, seconds)
                 if flags["interrupt"]:
                     self._save_checkpoint()
                     log.warning(
@@ -230,6 +235,12 @@ class Trainer:
         state.stage, state.epoch, state.batch, state.stage_step, state.stage_total = index + 1, 0, 0, 0, 0
         state.stage_budget = 0.0
         self._save_checkpoint()
+
+    def _thread_tuner(self) -> ThreadTuner:
+        """`train.threads = 0` on a CPU: all this process's cores or 1, whichever trains faster (see threads.py)."""
+        cores = distributed.default_threads(self.ctx)
+        auto = self.config.train.threads == 0 and not self.use_cuda and cores > 1
+        return ThreadTuner([cores, 1] if auto else [], every_seconds=300.0)
 
     def find_lr(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100) -> LRFindResult:
         """LR range test on stage 0's batches; writes `lr_find.csv`. The model is left diverged: do not fit after."""
