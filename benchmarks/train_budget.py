@@ -141,7 +141,7 @@ def faster_thread_count(model_path: Path) -> int:
 def evaluate_model(model_path: Path, eval_dir: Path, task: str) -> dict:
     from decrappify.evaluate import evaluate
 
-    result = evaluate(eval_dir, task, [str(model_path)], progress=True)
+    result = evaluate(eval_dir, task, [str(model_path)], progress=True, keep_crops=False, perceptual=False)
     return {s.method: s for s in result.summaries()}
 
 

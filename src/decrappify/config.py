@@ -116,7 +116,7 @@ class TrainConfig:
     samples: int = 4  # validation images in each epoch's sample grid
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # channels-last memory format on CUDA
+    channels_last: bool = True  # channels-last memory format (measured ~5% faster on CPU too)
     threads: int = 0  # torch CPU threads per process; 0: cores / local processes or 1, whichever is faster
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` package)
     debug_nan_step: int = 0  # test hook: make the loss NaN at this global step (0: off)

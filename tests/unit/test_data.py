@@ -105,24 +105,24 @@ def test_pairs_are_reproducible_crops_degraded_by_the_preset(folder: Path) -> No
     key = (2, 32, (0, 0, 0, 5))
     lq, hq = dataset[key]
     assert lq.dtype == hq.dtype == np.uint8
-    assert tuple(lq.shape) == (3, 8, 8) and tuple(hq.shape) == (3, 32, 32)
+    assert lq.shape == (8, 8, 3) and hq.shape == (32, 32, 3)
     again_lq, again_hq = dataset[key]
     assert np.array_equal(lq, again_lq) and np.array_equal(hq, again_hq)
     image = store[2]
-    patch = hq.transpose(1, 2, 0)
+    patch = hq
     found = any(
         np.array_equal(image[t : t + 32, s : s + 32], patch) for t in range(17) for s in range(9)
     )  # without augmentation the target is a plain crop of the photo
     assert found
     expected_lq = np.asarray(Image.fromarray(patch).resize((8, 8), Image.Resampling.BICUBIC))
-    assert np.array_equal(lq.transpose(1, 2, 0), expected_lq)
+    assert np.array_equal(lq, expected_lq)
     assert not np.array_equal(dataset[(2, 32, (0, 0, 0, 6))][1], hq)
 
 
 def test_same_size_presets_keep_the_crop_size(folder: Path) -> None:
     store = ImageStore([p for p, _ in list_images([folder])])
     lq, hq = PairDataset(store, create_preset("restore-x1"), augment="dihedral")[(1, 32, (1,))]
-    assert lq.shape == hq.shape == (3, 32, 32)
+    assert lq.shape == hq.shape == (32, 32, 3)
 
 
 def test_iterate_batches_in_process_thread_and_workers_agree(folder: Path) -> None:
@@ -138,7 +138,8 @@ def test_iterate_batches_in_process_thread_and_workers_agree(folder: Path) -> No
     for other in results[1:]:
         for (lq_a, hq_a), (lq_b, hq_b) in zip(results[0], other, strict=True):
             assert torch.equal(lq_a, lq_b) and torch.equal(hq_a, hq_b)
-    assert results[0][0][0].shape == (2, 3, 8, 8)
+    lq = results[0][0][0]
+    assert lq.shape == (2, 3, 8, 8) and lq.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_prefetcher_passes_errors_through_and_stops() -> None:

@@ -30,7 +30,7 @@ class StageInfo:
     crop: int
     batch: int  # per process
     world_size: int
-    total_steps: int  # planned steps of the stage (may be re-estimated in time-budget mode)
+    total_steps: int  # planned steps of the stage; 0: not known yet (time-budget mode, before its warm-up)
     start_step: int  # steps of this stage already done (resume)
     batches_per_epoch: int
 
@@ -138,7 +138,7 @@ class ProgressBar(Callback):
 
         self._close()
         self._bar = tqdm(
-            total=info.total_steps,
+            total=info.total_steps or None,
             initial=info.start_step,
             desc=f"stage {info.index + 1} ({info.crop}px x{info.batch * info.world_size})",
             unit="step",

@@ -23,7 +23,7 @@ from decrappify.config import Config
 from decrappify.data import EpochPlan, iterate_batches
 from decrappify.errors import OutputError, TrainingError
 from decrappify.train import build, distributed
-from decrappify.train.budget import TimeBudget
+from decrappify.train.budget import PROVISIONAL_STEPS, TimeBudget
 from decrappify.train.checkpoint import (
     Checkpoint,
     TrainState,
@@ -88,10 +88,11 @@ class Trainer:
             )
         checkpoint = load_checkpoint(found) if resume else None
         self._setup(config, checkpoint)
-        extra = default_callbacks(
-            self.config, self.run_dir, progress=progress, resume_step=checkpoint and checkpoint.state.step
-        )
-        self.callbacks = CallbackList((extra + list(callbacks)) if self.ctx.is_main else [])
+        self.callbacks = CallbackList([])  # only rank 0 observes (and writes): the others stay silent
+        if self.ctx.is_main:
+            resume_step = checkpoint.state.step if checkpoint else None
+            logs = default_callbacks(self.config, self.run_dir, progress=progress, resume_step=resume_step)
+            self.callbacks = CallbackList(logs + list(callbacks))
 
     def _setup(self, config: Config, checkpoint: Checkpoint | None) -> None:
         self.data = build.build_data(config, with_validation=self.ctx.is_main)
@@ -99,8 +100,8 @@ class Trainer:
         self.use_cuda = self.ctx.device.type == "cuda"
         if self.use_cuda:
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
-            if config.train.channels_last:
-                self.model = self.model.to(memory_format=torch.channels_last)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn, self.config = build.build_loss(config, self.data.dataset, self.data.scale)
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn = self.loss_fn.to(self.ctx.device)
@@ -174,14 +175,9 @@ class Trainer:
             else:
                 state.stage_total = build.planned_steps(self.config, index, plan.batches_per_epoch)
         self.schedule = Schedule.from_config(self.config.optim, state.stage_total)
+        total = 0 if state.stage_total == PROVISIONAL_STEPS else state.stage_total  # 0: not known yet
         info = StageInfo(
-            index,
-            spec.crop,
-            spec.batch,
-            self.ctx.world_size,
-            state.stage_total,
-            state.stage_step,
-            plan.batches_per_epoch,
+            index, spec.crop, spec.batch, self.ctx.world_size, total, state.stage_step, plan.batches_per_epoch
         )
         return plan, info
 
@@ -263,10 +259,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ one step
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 N x C x H x W (channels-last in memory, as `data.collate_pairs` makes it) -> float in [0, 1]."""
         batch = batch.to(self.ctx.device, non_blocking=True).float().div_(255.0)
-        if self.use_cuda and self.config.train.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
+        layout = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
+        return batch.contiguous(memory_format=layout)
 
     def _autocast(self):
         if self.use_cuda and self.config.train.amp:
