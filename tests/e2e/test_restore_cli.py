@@ -7,30 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from decrappify.cli import main
 from decrappify.imageio import Picture, read_image, write_image
-from decrappify.nn import create_model
-from decrappify.weights import save_model
 
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread is ~8x faster than two (no waiting on a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    return save_model(create_model(TINY), path, TINY, {"name": "tiny", "task": "restore"})
 
 
 def _rgb(height: int, width: int, seed: int) -> np.ndarray:

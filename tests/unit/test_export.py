@@ -14,7 +14,7 @@ from decrappify.errors import ConfigError, WeightsError
 from decrappify.export import OPT_LEVELS, create_session, export_onnx, parity
 from decrappify.infer import Restorer
 from decrappify.nn import create_model
-from decrappify.weights import load_model, save_model
+from decrappify.weights import load_model
 
 pytest.importorskip("onnxruntime")
 
@@ -23,20 +23,6 @@ TINY_UNET = {"arch": "unet", "encoder": "resnet18", "encoder_width": 8, "scale":
 ODD_SIZES = ((37, 53), (5, 3), (64, 48))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread is ~8x faster than two (no waiting on a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    return save_model(create_model(TINY), path, TINY, {"name": "tiny", "task": "restore"})
 
 
 @pytest.mark.parametrize("config", [TINY, TINY_UNET], ids=["compact", "unet"])

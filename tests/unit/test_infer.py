@@ -20,14 +20,6 @@ from decrappify.zoo import list_models, resolve_model
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread is ~8x faster than two (no waiting on a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _save(path: Path, config: dict = TINY, **info) -> Path:
     torch.manual_seed(0)

@@ -17,14 +17,6 @@ SMALL_COMPACT = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks":
 SMALL_UNET = {"arch": "unet", "encoder": "resnet18", "encoder_width": 8, "scale": 2, "self_attention": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread is ~8x faster than two (no waiting on a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a - b) ** 2).mean())

@@ -1,0 +1,36 @@
+"""Fixtures shared by the whole suite: one torch thread, and tiny model files made on the spot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from decrappify.nn import create_model
+from decrappify.weights import save_model
+
+# A compact x2 generator small enough that a test runs it in milliseconds.
+TINY_COMPACT = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models on a small shared machine: one thread is several times faster than two (no waiting on a
+    core another process holds), and results do not depend on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def save_tiny_model(path: Path, config: dict = TINY_COMPACT, **info) -> Path:
+    """An untrained model file, seeded so every test that makes one gets the same weights."""
+    torch.manual_seed(0)
+    return save_model(create_model(config), path, config, {"name": path.stem, "task": "restore", **info})
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained compact x2 model file, shared by the tests of one module."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")
