@@ -123,6 +123,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    """NoGAN fine-tuning (`train/gan.py`): after `stages` pretrain the generator, pretrain a critic on its
+    outputs, then a short GAN phase. `enabled = false` (the default) trains `stages` only."""
+
+    enabled: bool = False  # true: `train` runs the four NoGAN stages
+    generator: str = ""  # a model file to start from instead of pretraining one with `stages` (stage 1)
+    critic: dict[str, Any] = field(default_factory=lambda: {"arch": "patch", "width": 64})  # `create_critic`
+    crop: int = 128  # clean crop side for the critic and the GAN phase (>= 64 for the patch critic)
+    batch: int = 8
+    critic_steps: int = 300  # stage 3: critic pretraining steps (one-cycle AdamW)
+    critic_lr: float = 1e-3  # stage 3: peak LR
+    steps: int = 400  # stage 4: iterations; each trains the critic or the generator on one batch
+    lr: float = 1e-4  # stage 4: Adam LR of generator and critic (constant, as fastai's lesson)
+    betas: tuple[float, float] = (0.0, 0.99)  # stage 4: Adam betas; beta1 = 0 as fastai and DeOldify
+    adversarial_weight: float = 0.5  # generator loss = content loss + this * adversarial loss
+    critic_threshold: float = 0.65  # the critic trains until its loss is below this (fastai's switcher)
+    real_label: float = 1.0  # < 1: one-sided label smoothing of the critic's "real" target
+    checkpoint_steps: int = 50  # stages 3-4: checkpoint (stage 4: + generator snapshot, validation) every N
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole training recipe. `model` is passed as is to `nn.create_model`."""
 
@@ -135,6 +156,7 @@ class Config:
     optim: OptimConfig = OptimConfig()
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     train: TrainConfig = TrainConfig()
+    gan: GanConfig = GanConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -331,3 +353,21 @@ def validate(config: Config) -> None:
     _check(train.checkpoint_minutes >= 0 and train.checkpoint_steps >= 0, "train.checkpoint_*: must be >= 0")
     _check(train.log_every >= 1, f"train.log_every: must be >= 1, got {train.log_every}")
     _check(train.threads >= 0 and train.samples >= 0, "train.threads and train.samples: must be >= 0")
+    _validate_gan(config.gan, scale)
+
+
+def _validate_gan(gan: GanConfig, scale: int) -> None:
+    """The [gan] table's values (checked even when NoGAN is off, so a typo shows before it is switched on)."""
+    _check(
+        isinstance(gan.critic.get("arch"), str), "gan.critic.arch: missing; it names the critic (patch, unet)"
+    )
+    crop_ok = gan.crop >= 16 and gan.crop % scale == 0 and gan.crop % 8 == 0
+    _check(crop_ok, f"gan.crop: must be >= 16 and a multiple of 8 and of the scale {scale}, got {gan.crop}")
+    counts_ok = gan.batch >= 1 and gan.steps >= 1 and gan.critic_steps >= 0
+    _check(counts_ok, "gan.batch and gan.steps: must be >= 1; gan.critic_steps >= 0")
+    _check(gan.lr > 0 and gan.critic_lr > 0, "gan.lr and gan.critic_lr: must be > 0")
+    _check(all(0 <= b < 1 for b in gan.betas), f"gan.betas: each in [0, 1), got {gan.betas}")
+    _check(gan.adversarial_weight >= 0, f"gan.adversarial_weight: must be >= 0, got {gan.adversarial_weight}")
+    _check(0 < gan.critic_threshold, f"gan.critic_threshold: must be > 0, got {gan.critic_threshold}")
+    _check(0.5 < gan.real_label <= 1, f"gan.real_label: must be in (0.5, 1], got {gan.real_label}")
+    _check(gan.checkpoint_steps >= 1, f"gan.checkpoint_steps: must be >= 1, got {gan.checkpoint_steps}")

@@ -18,15 +18,6 @@ from decrappify.nn.backbones import VGGFeatures
 from decrappify.perceptual import LAYERS, PerceptualDistance
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids OpenMP contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _photo(seed: int = 0, size: tuple[int, int] = (40, 48)) -> np.ndarray:
     """A colourful smooth image with an edge and mild noise, float32 H x W x 3 in [0, 1]."""
     rng = np.random.default_rng(seed)

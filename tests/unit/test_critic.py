@@ -13,15 +13,6 @@ from decrappify.nn.critic import CRITICS, PatchCritic, UnetCritic, create_critic
 from decrappify.nn.layers import SelfAttention
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids OpenMP contention (100x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _spectral(module: nn.Module) -> bool:
     """Whether `module.weight` is computed by torch's spectral-norm parametrization."""
     if not parametrize.is_parametrized(module, "weight"):

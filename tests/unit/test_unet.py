@@ -29,9 +29,9 @@ def test_output_shape_and_range(arch, scale, size):
     assert pred.min() >= 0 and pred.max() <= 1
 
 
-def test_unet_hr_mode_and_resnet50_encoder_shapes():
+def test_unet_lr_mode_and_resnet50_encoder_shapes():
     for config in (
-        dict(TINY["unet"], scale=2, sr_mode="hr"),
+        dict(TINY["unet"], scale=2, sr_mode="lr"),
         dict(TINY["unet"], encoder="resnet50", scale=2),
     ):
         model = create_model(config).eval()

@@ -4,13 +4,27 @@ Both map ``lq`` (N, 3, h, w) in [0, 1] to ``pred`` (N, 3, h*scale, w*scale); any
 to a multiple of the network's stride inside ``forward`` and the output cropped back). In training mode the
 output is left unclamped so gradients flow; in eval mode it is clamped to [0, 1].
 
-Super-resolution runs the whole network at the LOW resolution and upsamples once at the end (a pixel-shuffle
-head, ICNR-initialised, added to a bicubic upsampling of the input: the "last cross connection" carried to the
-output). fastai's lesson instead enlarges the input with bicubic first and runs the U-Net at the high
-resolution (``sr_mode="hr"``, kept for comparison). Measured on this 2-core CPU, x4, 128x128 -> 512x512, ResNet-34
-encoder, fp32 (``benchmarks/bench_generators.py``): ``hr`` costs 16x the FLOPs of ``lr`` and runs ~13x slower,
-and a short equal-steps training gave ``lr`` the better PSNR (numbers in the benchmark's docstring and
-in docs), so ``lr`` is the default.
+Super-resolution with the U-Net: two ways, chosen by ``sr_mode``.
+
+- ``"hr"`` (default, fastai's lesson): enlarge the input with bicubic first and run the whole U-Net at the
+  output resolution; a 1x1 head adds a residual to the enlarged input.
+- ``"lr"``: run the U-Net at the input resolution and upsample once at the end (an ICNR pixel-shuffle head
+  added to the bicubic-enlarged input): 1/scale**2 of the compute.
+
+Measured here (2 shared CPU cores, fp32; ``benchmarks/bench_generators.py`` and
+``benchmarks/compare_generators.py``), x4:
+
+- ResNet-34 U-Net, 128x128 -> 512x512: ``lr`` 65.8 GFLOPs per output megapixel, ``hr`` 1019.8 (15.5x);
+  0.12 vs 0.035 output MP/s (cores shared with other jobs at the time).
+- ResNet-18 (width 16) U-Net, 300 equal training steps (L1, Adam 1e-3 cosine, batch 16 of 32-px LR crops from
+  BSDS500 train+test), PSNR_Y on the first 30 BSD100 images: ``lr`` +0.16 dB over bicubic (25.77 dB),
+  ``hr`` +0.73 dB; the ``hr`` run took 6x longer (1499 s vs 246 s).
+
+So ``lr`` does NOT give the same quality at equal steps: a ResNet encoder divides resolution by 4 in its stem,
+so at low resolution it discards exactly the detail super-resolution needs, and only the last residual block
+works at the input's full resolution. ``hr`` is the default for this (GPU-sized) model; ``lr`` stays for cheap
+inference. The CPU model is :class:`CompactUnet`, which keeps full-resolution residual blocks at the low
+resolution instead (all its convolutions at LR or below; +0.41 dB after the same 300 steps at 48 GFLOPs/MP).
 """
 
 from __future__ import annotations
@@ -136,7 +150,7 @@ class UnetGenerator(Generator):
     the input is concatenated to the decoder output and a residual block follows. ``encoder_width=64`` is
     torchvision's ResNet, whose ImageNet weights load with :meth:`load_encoder` (the caller reads the file with
     ``decrappify.weights``; the constructor never downloads). The encoder normalises its input with the
-    ImageNet mean/std itself. ``sr_mode="lr"``: see the module docstring.
+    ImageNet mean/std itself. ``sr_mode``: see the module docstring.
     """
 
     stride = 32
@@ -155,7 +169,7 @@ class UnetGenerator(Generator):
         output: str = "residual",
         y_range: Sequence[float] = (-0.1, 1.1),
         upsample: str = "bicubic",
-        sr_mode: str = "lr",
+        sr_mode: str = "hr",
     ):
         super().__init__(scale, output, y_range, upsample)
         depth = ENCODERS.get(encoder)
@@ -243,7 +257,10 @@ class CompactUnet(Generator):
     ICNR pixel-shuffle head to ``scale`` and a global skip of the bicubic-upsampled input (the last cross
     connection). ``widths`` are the channels per level, ``blocks`` the residual blocks per level and side
     (encoder and decoder each get ``blocks[0]`` at LR and ``blocks[1]`` at LR/2; the bottleneck gets
-    ``blocks[2]``). The defaults: ~0.6M parameters, ~95 GFLOPs per output megapixel at x4.
+    ``blocks[2]``). The defaults (x4): 1.03M parameters, 48.4 GFLOPs per output megapixel, 2.8 output MP/s on
+    this 2-core CPU (128x128 -> 512x512, fp32, 2 threads; 1.7 with 1 thread while the other core was busy).
+    Chosen over (48, 64, 96)/(2, 2, 2) (0.95M, 38 GFLOPs/MP, +0.39 dB after 300 steps) and (64, 96, 128)/
+    (2, 2, 2) (1.85M, 71 GFLOPs/MP, +0.33 dB): +0.41 dB after the same 300 steps (see the module docstring).
     """
 
     stride = 4

@@ -55,6 +55,11 @@ def default_run_dir(config: Config) -> Path:
 
 def resume_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> Config:
     """The config a run was started with (from its last checkpoint), with `key=value` overrides applied."""
+    from decrappify.train.gan import stored_config
+
+    stored = stored_config(run_dir)  # a NoGAN run keeps its config in nogan.json
+    if stored is not None:
+        return apply_overrides(config_from_dict(stored), overrides)
     path = find_checkpoint(Path(run_dir) / "checkpoints")
     if path is None:
         raise OutputError(Path(run_dir), "nothing to resume: no checkpoint in its checkpoints/ folder")
@@ -70,10 +75,19 @@ def train(
     callbacks: Sequence[Callback] = (),
     command: str = "",
 ) -> TrainResult:
-    """Train (or with `resume`, continue) `config` into `run_dir` (default `runs/<name>`)."""
+    """Train (or with `resume`, continue) `config` into `run_dir` (default `runs/<name>`).
+
+    With `gan.enabled` the run is the NoGAN pipeline (`train/gan.py`): generator, generated images, critic, GAN.
+    """
     ctx = distributed.setup(config.train.device)
     try:
         with _torch_threads(config, ctx):
+            if config.gan.enabled:
+                from decrappify.train.gan import NoGAN
+
+                run = NoGAN(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
+                            progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
+                return run.fit()
             trainer = Trainer(
                 config,
                 run_dir or default_run_dir(config),
