@@ -49,13 +49,15 @@ def size_multiple_of(model: nn.Module) -> int:
 
 @dataclass
 class TorchRunner:
-    """A PyTorch model on `device`; `channels_last` switches the memory format (often faster on CPU)."""
+    """A PyTorch model on `device`, by default in channels-last memory format: measured with
+    `decrappify benchmark` on the 2-core CPU here, the trained compact x4 model ran at 4.0 output MP/s
+    channels-last vs 2.2 MP/s in the default layout (2 threads)."""
 
     model: nn.Module
     device: torch.device
     scale: int
     size_multiple: int
-    channels_last: bool = False
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()

@@ -169,7 +169,9 @@ class _RunnerFactory:
         model = copy.deepcopy(self.model)
         if variant == "compile":
             model = torch.compile(model)
-        return TorchRunner(model, torch.device("cpu"), self.scale, self.multiple, variant == "channels_last")
+        return TorchRunner(
+            model, torch.device("cpu"), self.scale, self.multiple, channels_last=variant == "channels_last"
+        )
 
     def onnx_runner(self, variant: str, threads: int) -> OnnxRunner:
         from decrappify.export import create_session, export_onnx

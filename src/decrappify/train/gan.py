@@ -23,6 +23,7 @@ the position). A non-finite loss stops the stage with its last checkpoint intact
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -179,8 +180,9 @@ class NoGAN:
             return path
         folder = self.run_dir / "generator"
         resume = find_checkpoint(folder / "checkpoints") is not None
+        named = dataclasses.replace(self.config, name=f"{self.config.name}-generator")  # apart in evaluate
         trainer = Trainer(
-            self.config,
+            named,
             folder,
             ctx=self.ctx,
             resume=resume,
