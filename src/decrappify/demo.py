@@ -44,7 +44,7 @@ def write_sample_photos(folder: Path) -> list[Path]:
 
 def run_demo(out_dir: Path, *, task: str = "restore-x4", models: list[str] | None = None) -> DemoResult:
     """Degrade the sample photos with the task's preset, restore them with each method, and write `index.html`."""
-    truth_dir = out_dir / "truth"
+    truth_dir = out_dir / "scikit-image-samples"
     write_sample_photos(truth_dir)
     result = evaluate(truth_dir, task, methods=["bicubic", *(models or [])])
     page = write_report(result, out_dir)
