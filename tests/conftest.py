@@ -34,3 +34,10 @@ def save_tiny_model(path: Path, config: dict = TINY_COMPACT, **info) -> Path:
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained compact x2 model file, shared by the tests of one module."""
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def x4_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained compact x4 model file; its output is close to bicubic, which is all service tests need."""
+    config = {"arch": "compact", "scale": 4, "widths": [8, 8, 8], "blocks": [1, 1, 1]}
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny-x4.safetensors", config, scale=4)

@@ -55,18 +55,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    import torch
-
-    from decrappify.nn.models import create_model
-    from decrappify.weights import save_model
-
-    torch.manual_seed(0)
-    config = {"arch": "compact", "scale": SCALE, "widths": [8, 8, 8], "blocks": [1, 1, 1]}
-    path = tmp_path_factory.mktemp("model") / "tiny-x4.safetensors"
-    return save_model(
-        create_model(config), path, config, {"name": "tiny-x4", "task": "restore", "scale": SCALE}
-    )
+def model_path(x4_model_file: Path) -> Path:
+    return x4_model_file
 
 
 def serve(settings) -> Iterator[str]:

@@ -21,9 +21,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from decrappify.errors import ConfigError
-from decrappify.nn.models import create_model
 from decrappify.serve import ServeSettings, create_app
-from decrappify.weights import save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -32,16 +30,8 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    """A tiny untrained x4 compact U-Net; its output is close to bicubic, which is all these tests need."""
-    import torch
-
-    torch.manual_seed(0)
-    config = {"arch": "compact", "scale": SCALE, "widths": [8, 8, 8], "blocks": [1, 1, 1]}
-    path = tmp_path_factory.mktemp("model") / "tiny-x4.safetensors"
-    return save_model(
-        create_model(config), path, config, {"name": "tiny-x4", "task": "restore", "scale": SCALE}
-    )
+def model_path(x4_model_file: Path) -> Path:
+    return x4_model_file
 
 
 def make_client(model_path: Path, **overrides) -> TestClient:

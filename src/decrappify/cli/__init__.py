@@ -21,7 +21,17 @@ from decrappify import __version__
 from decrappify.errors import ConfigError, DecrappifyError
 
 # Subcommand modules, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("crappify", "demo", "evaluate", "serve", "train", "restore", "export", "benchmark", "models")
+COMMAND_MODULES: tuple[str, ...] = (
+    "crappify",
+    "demo",
+    "evaluate",
+    "serve",
+    "train",
+    "restore",
+    "export",
+    "benchmark",
+    "models",
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -36,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"decrappify {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from decrappify import __version__
 from decrappify.batch import BatchItem, collect_inputs, output_path, run_batch
+from decrappify.cli.options import add_max_pixels
 from decrappify.degrade import DEFAULT_PRESET, PRESETS, Pipeline, create_preset, resize_shorter_side, rng_for
 from decrappify.errors import ConfigError, InputError, OutputError
 from decrappify.imageio import DEFAULT_MAX_PIXELS, picture_from_pil, picture_to_pil, read_image, write_image
@@ -78,13 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="also write the clean counterparts (resized, cropped to a multiple of the scale) as PNG under DIR",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images larger than N pixels (default {DEFAULT_MAX_PIXELS:,})",
-    )
+    add_max_pixels(parser)
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     parser.set_defaults(handler=run)
     return parser

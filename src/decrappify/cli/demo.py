@@ -19,8 +19,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "truth side by side, plus PSNR/SSIM. Prints the table. Works offline."
         ),
     )
-    parser.add_argument("-o", "--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)")
-    parser.add_argument("--task", default="restore-x4", help="degradation preset / task (default: restore-x4)")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)"
+    )
+    parser.add_argument(
+        "--task", default="restore-x4", help="degradation preset / task (default: restore-x4)"
+    )
     parser.set_defaults(handler=run)
     return parser
 

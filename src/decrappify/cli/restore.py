@@ -8,7 +8,8 @@ from pathlib import Path
 
 from decrappify.backends import BACKENDS, DEVICES
 from decrappify.batch import BatchItem, collect_inputs, output_path, run_batch
-from decrappify.imageio import DEFAULT_MAX_PIXELS, WRITE_FORMATS, read_image, write_image
+from decrappify.cli.options import add_max_pixels
+from decrappify.imageio import WRITE_FORMATS, read_image, write_image
 from decrappify.infer import DEFAULT_TILE, Restorer
 from decrappify.zoo import DEFAULT_MODEL
 
@@ -62,13 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse inputs larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
-    )
+    add_max_pixels(parser)
     parser.set_defaults(handler=run)
     return parser
 
