@@ -119,3 +119,17 @@ def test_flop_count_of_a_single_convolution():
     assert count_flops(conv, (1, 3, 10, 10)) == 2 * 8 * 3 * 9 * 100
     compact = create_model(dict(TINY["compact"], scale=4))
     assert 0 < gflops_per_output_megapixel(compact, (1, 3, 16, 16)) < 10
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_space_to_depth_keeps_the_size_and_cuts_the_cost(factor):
+    """A same-size compact model with space_to_depth=d works on any size (stride 4d) at ~1/d**2 of the FLOPs."""
+    plain = create_model(dict(TINY["compact"], scale=1)).eval()
+    folded = create_model(dict(TINY["compact"], scale=1, space_to_depth=factor)).eval()
+    assert folded.stride == 4 * factor and plain.stride == 4
+    with torch.no_grad():
+        pred = folded(torch.rand(1, 3, 37, 22))
+    assert pred.shape == (1, 3, 37, 22)
+    assert count_flops(folded, (1, 3, 64, 64)) < count_flops(plain, (1, 3, 64, 64)) / factor
+    with pytest.raises(ConfigError, match="space_to_depth"):
+        create_model(dict(TINY["compact"], scale=1, space_to_depth=0))
