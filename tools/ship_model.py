@@ -1,0 +1,211 @@
+"""Ship a trained model: fp16 copy into the package, registry entry, measured model card.
+
+    python tools/ship_model.py runs/restore-x4/model.safetensors --name restore-x4 \
+        --config configs/restore-x4-cpu.toml --description "x4 upscaling + JPEG and watermark removal"
+    python tools/ship_model.py --name restore-x4 --speed-only      # re-measure speed on an idle machine
+
+What it does, so every shipped file and every figure on its card comes from one command:
+1. `weights.load_model` the run's model and `save_model` it again as fp16 into `src/decrappify/models/<name>`
+   (fp16 halves the file; `load_model` casts back to fp32, and the scores below are measured on that very file);
+2. `decrappify.evaluate` it on the evaluation sets of its task (BSD100 = ../shared/data/bsds500/val, which no
+   shipped model trains on; for sr-x4 also Set5 and Set14), with bicubic and, at x4, the OpenCV peers in
+   ../shared/models/peers; perceptual distance off (run `decrappify evaluate` for it);
+3. `decrappify.benchmark` its speed (torch, channels-last, 512x512 output, 2 threads and 1);
+4. keep everything measured in `docs/models/<name>.json`, render `docs/models/<name>.md` from it, and write the
+   registry entry (`src/decrappify/models/registry.json`) with the headline metrics `decrappify models` lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from decrappify.benchmark import benchmark
+from decrappify.evaluate import evaluate
+from decrappify.nn.models import gflops_per_output_megapixel
+from decrappify.weights import load_model, save_model
+from decrappify.zoo import MODELS_DIR, REGISTRY_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CARDS = ROOT / "docs" / "models"
+MAX_BYTES = 10_000_000
+
+#: Evaluation sets per task: (label, folder). BSD100 is bsds500/val: never trained on.
+EVAL_SETS = {
+    "sr-x4": [("Set5", "data/benchmarks/Set5"), ("Set14", "data/benchmarks/Set14"), ("BSD100", "data/bsds500/val")],
+    "restore-x4": [("BSD100", "data/bsds500/val")],
+    "restore-x1": [("BSD100", "data/bsds500/val")],
+    "colorize": [("BSD100", "data/bsds500/val")],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", type=Path, help="the run's model.safetensors (not with --speed-only)")
+    parser.add_argument("--name", required=True, help="shipped name (the file is <name>.safetensors)")
+    parser.add_argument("--config", help="the recipe it was trained with (shown on the card)")
+    parser.add_argument("--description", default="", help="one line for `decrappify models`")
+    parser.add_argument("--hardware", default="", help="what it was trained on (default: this machine)")
+    parser.add_argument("--speed-only", action="store_true", help="only re-measure speed and re-render the card")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed benchmark (machine busy)")
+    return parser.parse_args(argv)
+
+
+def this_machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )  # fmt: skip
+    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU, PyTorch {torch.__version__}"
+
+
+def ship_file(source: Path, name: str, description: str) -> tuple[Path, dict, dict]:
+    """Re-save `source` as fp16 under the package's models folder, named `name`; refuse files over 10 MB."""
+    model, config, info = load_model(source)
+    info = {**info, "name": name, "description": description, "shipped_from": str(source)}
+    target = save_model(model, MODELS_DIR / f"{name}.safetensors", config, info, dtype=torch.float16)
+    size = target.stat().st_size
+    if size > MAX_BYTES:
+        target.unlink()
+        sys.exit(f"{source}: {size / 1e6:.1f} MB as fp16, over the {MAX_BYTES / 1e6:.0f} MB limit; not shipped")
+    return target, config, info
+
+
+def evaluation_tables(path: Path, task: str) -> list[dict]:
+    peers = SHARED / "models" / "peers" if task in ("sr-x4", "restore-x4") else None
+    tables = []
+    for label, folder in EVAL_SETS[task]:
+        result = evaluate(SHARED / folder, task, [str(path)], peers_dir=peers, keep_crops=False,
+                          progress=True, perceptual=False)  # fmt: skip
+        tables.append({"set": label, "markdown": result.to_markdown(), "summary": result.to_dict()})
+        print(result.to_markdown())
+    return tables
+
+
+def speed_table(path: Path) -> dict:
+    model, config, info = load_model(path)
+    result = benchmark(model, name=path.stem, config=config, info=info, backends=("torch",),
+                       variants=("channels_last",), threads=(2, 1), repeats=5, warmup=2)  # fmt: skip
+    print(result.to_markdown())
+    best = max(row.mp_per_s for row in result.rows)
+    return {"markdown": result.to_markdown(), "best_mp_per_s": round(best, 2)}
+
+
+def headline(card: dict) -> dict:
+    """The metrics `decrappify models` lists: PSNR_Y per set and the gain over the baseline (BSD100)."""
+    metrics: dict = {}
+    for table in card.get("evaluation", []):
+        rows = {row["method"]: row for row in table["summary"]["results"]}
+        ours = rows[card["name"]]
+        base = rows.get("bicubic") or rows.get("input")
+        metrics[f"{table['set']} PSNR_Y"] = round(ours["psnr_y"], 2)
+        if table["set"] == "BSD100" and base is not None:
+            metrics[f"BSD100 gain over {base['method']}"] = round(ours["psnr_y"] - base["psnr_y"], 2)
+            if ours.get("ab_error") is not None:
+                metrics["BSD100 a*b* error"] = round(ours["ab_error"], 2)
+    if "speed" in card:
+        metrics["output MP/s"] = card["speed"]["best_mp_per_s"]
+    return metrics
+
+
+def write_registry(name: str, description: str, metrics: dict) -> None:
+    path = MODELS_DIR / REGISTRY_FILE
+    rows = json.loads(path.read_text(encoding="utf-8"))["models"] if path.is_file() else []
+    rows = [row for row in rows if row.get("name") != name]
+    rows.append({"name": name, "file": f"{name}.safetensors", "description": description, "metrics": metrics})
+    rows.sort(key=lambda row: row["name"])
+    path.write_text(json.dumps({"models": rows}, indent=2) + "\n", encoding="utf-8")
+
+
+def render_card(card: dict) -> str:
+    info = card["info"]
+    hours, rest = divmod(int(info.get("train_seconds", 0)), 3600)
+    lines = [
+        f"# {card['name']}",
+        "",
+        card["description"],
+        "",
+        f"    decrappify restore photo.jpg -o out/ --model {card['name']}",
+        "",
+        "## How it was made",
+        "",
+        f"- Recipe: `{card['config']}`; task / degradation preset `{info.get('task')}`, x{info.get('scale')}.",
+        f"- Training command (run from the repository root):\n\n      {info.get('command')}\n",
+        f"- Shipped with: `python tools/ship_model.py {info.get('shipped_from')} --name {card['name']} "
+        f"--config {card['config']} --description \"...\"` (fp16 copy, evaluation, speed, this card).",
+        f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
+        "validation). Never trained on bsds500/val (BSD100), Set5 or Set14.",
+        f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps), on {card['hardware']}.",
+        f"- Architecture: `{json.dumps(card['model_config'], sort_keys=True)}`; "
+        f"{card['parameters'] / 1e6:.2f} M parameters, {card['gflops_per_mp']:.1f} GFLOPs per output megapixel, "
+        f"{card['size_bytes'] / 1e6:.2f} MB file (fp16 safetensors).",
+        "",
+        "## Evaluation",
+        "",
+        "`decrappify evaluate DIR --task " + f"{info.get('task')} --model {card['name']}"
+        + (" --peers ../shared/models/peers" if info.get("task") in ("sr-x4", "restore-x4") else "")
+        + " --no-perceptual` (seed 0: every method sees the same degraded input).",
+        "",
+    ]
+    for table in card.get("evaluation", []):
+        lines += [f"### {table['set']}", "", table["markdown"].rstrip(), ""]
+    lines += ["## Speed", ""]
+    if "speed" in card:
+        lines += [
+            "`decrappify benchmark --model " + card["name"] + " --backend torch --variant channels_last "
+            "--threads 2 --threads 1 --repeats 5 --warmup 2` on the machine above, nothing else running:",
+            "",
+            card["speed"]["markdown"].rstrip(),
+            "",
+        ]
+    else:
+        lines += ["Not measured yet (`python tools/ship_model.py --name NAME --speed-only`).", ""]
+    lines += ["## Limitations", "", card.get("limitations", "See docs/models/README.md."), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    CARDS.mkdir(parents=True, exist_ok=True)
+    card_json = CARDS / f"{args.name}.json"
+    if args.speed_only:
+        card = json.loads(card_json.read_text(encoding="utf-8"))
+        path = MODELS_DIR / f"{args.name}.safetensors"
+    else:
+        if args.model is None:
+            sys.exit("give the run's model file (or --speed-only)")
+        path, config, info = ship_file(args.model, args.name, args.description)
+        model, _, _ = load_model(path)
+        old = json.loads(card_json.read_text(encoding="utf-8")) if card_json.is_file() else {}
+        card = {
+            "name": args.name,
+            "description": args.description,
+            "config": args.config or "",
+            "hardware": args.hardware or this_machine(),
+            "info": info,
+            "model_config": config,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "gflops_per_mp": round(gflops_per_output_megapixel(model, (1, 3, 128, 128)), 2),
+            "size_bytes": path.stat().st_size,
+            "limitations": old.get("limitations", ""),
+            "evaluation": evaluation_tables(path, info["task"]),
+        }
+    if not args.no_speed:
+        card["speed"] = speed_table(path)
+    card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (CARDS / f"{args.name}.md").write_text(render_card(card), encoding="utf-8")
+    write_registry(args.name, card["description"], headline(card))
+    print(f"shipped {path} ({card['size_bytes'] / 1e6:.2f} MB); card {CARDS / (args.name + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
