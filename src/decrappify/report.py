@@ -5,6 +5,7 @@ with nearest neighbour so that no browser smoothing hides or invents detail. Pic
 `index.html`, linked relatively, with no external resources: the folder can be zipped, mailed or served as is.
 Every file is written atomically (temporary file in the same folder, then `os.replace`), so an interrupted run
 never leaves a half-written page or picture behind.
+`write_overview` puts several such reports on one page (the demo's), linking the crops in their folders.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,25 +104,39 @@ def _columns(result: EvaluationResult, record: ImageRecord) -> list[tuple[str, l
     return columns
 
 
+def _crop_name(index: int, column: int, key: str) -> str:
+    return f"{index:03d}-{column:02d}-{_slug(key)}.png"  # matches _CROP_NAME
+
+
+def _write_crops(result: EvaluationResult, out_dir: Path) -> set[str]:
+    """Write every image's zoomed crops as PNG files in `out_dir`; returns their names."""
+    names = set()
+    for index, record in enumerate(result.images):
+        for column, (key, _, crop, zoom) in enumerate(_columns(result, record)):
+            name = _crop_name(index, column, key)
+            atomic_write_bytes(out_dir / name, _png(_zoom(crop, zoom)))
+            names.add(name)
+    return names
+
+
 def _image_section(
-    result: EvaluationResult, record: ImageRecord, index: int, out_dir: Path
-) -> tuple[str, list[str]]:
-    """One image's heading and row of figures, and the names of the PNG files written for it."""
-    figures, names = [], []
+    result: EvaluationResult, record: ImageRecord, index: int, src_prefix: str = "", level: int = 2
+) -> str:
+    """One image's heading and row of figures; `src_prefix` leads from the page to the crops' folder."""
+    figures = []
     for column, (key, caption, crop, zoom) in enumerate(_columns(result, record)):
-        name = f"{index:03d}-{column:02d}-{_slug(key)}.png"  # matches _CROP_NAME
-        zoomed = _zoom(crop, zoom)
-        atomic_write_bytes(out_dir / name, _png(zoomed))
-        names.append(name)
-        size = f'width="{zoomed.shape[1]}" height="{zoomed.shape[0]}"'
+        src = html.escape(src_prefix + _crop_name(index, column, key))
+        size = f'width="{crop.shape[1] * zoom}" height="{crop.shape[0] * zoom}"'
         text = "<br>".join(map(html.escape, caption))
         figures.append(
-            f'<figure><img src="{html.escape(name)}" {size} alt="{html.escape(caption[0])}">'
+            f'<figure><img src="{src}" {size} alt="{html.escape(caption[0])}">'
             f"<figcaption>{text}</figcaption></figure>"
         )
     box = ", ".join(str(v) for v in record.crop_box)
-    heading = f"<h2>{html.escape(record.relative)}</h2>\n<p>crop (left, top, right, bottom): {box}</p>"
-    return f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>", names
+    heading = (
+        f"<h{level}>{html.escape(record.relative)}</h{level}>\n<p>crop (left, top, right, bottom): {box}</p>"
+    )
+    return f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>"
 
 
 OPTIONAL_KEYS = ("perceptual", "colourfulness", "ab_error")  # shown when some method has them
@@ -160,35 +177,82 @@ def _remove_stale_crops(out_dir: Path, keep: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
+def _report_body(result: EvaluationResult, src_prefix: str = "", level: int = 2) -> list[str]:
+    """What a report shows below its title: scoring note, table, skipped files, one section per image."""
+    failed = "".join(f"<li>{html.escape(f'{path}: {reason}')}</li>" for path, reason in result.failed)
+    return [
+        (
+            f"<p>{len(result.images)} images; PSNR_Y / SSIM_Y per image under each crop; "
+            f"scores on the Y channel with a {result.scale}-pixel border cropped.</p>"
+        ),
+        _notes(result),
+        _summary_table(result),
+        f"<h{level}>Skipped</h{level}><ul>{failed}</ul>" if failed else "",
+        *(
+            _image_section(result, record, index, src_prefix, level)
+            for index, record in enumerate(result.images)
+        ),
+    ]
+
+
+def _page(title: str, parts: Sequence[str]) -> bytes:
+    head = f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    lines = [
+        "<!DOCTYPE html>",
+        head,
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    return "\n".join([*lines, *parts, "</body></html>"]).encode("utf-8")
+
+
+def _check_crops(result: EvaluationResult, out_dir: Path) -> None:
+    if any(not record.crops for record in result.images):
+        raise OutputError(out_dir, "the evaluation kept no crops (evaluate(..., keep_crops=True) is needed)")
+
+
 def write_report(result: EvaluationResult, out_dir: str | Path) -> Path:
     """Write `out_dir/index.html` and its PNG crops; returns the page's path. Needs `evaluate(keep_crops=True)`."""
     out_dir = Path(out_dir)
-    if any(not record.crops for record in result.images):
-        raise OutputError(out_dir, "the evaluation kept no crops (evaluate(..., keep_crops=True) is needed)")
+    _check_crops(result, out_dir)
     title = f"decrappify evaluate: {result.task} on {result.dataset} (x{result.scale})"
-    sections, written = [], set()
-    for index, record in enumerate(result.images):
-        section, names = _image_section(result, record, index, out_dir)
-        sections.append(section)
-        written.update(names)
-    failed = "".join(f"<li>{html.escape(f'{path}: {reason}')}</li>" for path, reason in result.failed)
-    page = "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-            f"<h1>{html.escape(title)}</h1>",
-            (
-                f"<p>{len(result.images)} images; PSNR_Y / SSIM_Y per image under each crop; "
-                f"scores on the Y channel with a {result.scale}-pixel border cropped.</p>"
-            ),
-            _notes(result),
-            _summary_table(result),
-            f"<h2>Skipped</h2><ul>{failed}</ul>" if failed else "",
-            *sections,
-            "</body></html>",
-        ]
-    )
-    index = atomic_write_bytes(out_dir / "index.html", page.encode("utf-8"))
+    written = _write_crops(result, out_dir)
+    index = atomic_write_bytes(out_dir / "index.html", _page(title, _report_body(result)))
     _remove_stale_crops(out_dir, written)
+    return index
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """One evaluation on an overview page; its own report (`write_report`) is in `folder`, relative to the page."""
+
+    result: EvaluationResult
+    folder: str
+    heading: str
+    description: str = ""
+
+
+def write_overview(
+    sections: Sequence[ReportSection], out_dir: str | Path, title: str, intro: str = ""
+) -> Path:
+    """Write `out_dir/index.html`: every section's report on one page, in order, reusing the crops its own
+    report already wrote (so call `write_report(section.result, out_dir / section.folder)` first).
+
+    One page is what a newcomer opens; each section also links to its standalone report.
+    """
+    out_dir = Path(out_dir)
+    contents, parts = [], []
+    for section in sections:
+        _check_crops(section.result, out_dir / section.folder)
+        anchor, own_page = f"section-{_slug(section.folder)}", html.escape(f"{section.folder}/index.html")
+        contents.append(f'<li><a href="#{anchor}">{html.escape(section.heading)}</a></li>')
+        parts += [
+            f'<h2 id="{anchor}">{html.escape(section.heading)}</h2>',
+            f"<p>{html.escape(section.description)}</p>" if section.description else "",
+            f'<p>This section on its own page: <a href="{own_page}">{own_page}</a></p>',
+            *_report_body(section.result, src_prefix=f"{section.folder}/", level=3),
+        ]
+    header = [f"<p>{html.escape(intro)}</p>" if intro else "", f"<ul>{''.join(contents)}</ul>"]
+    index = atomic_write_bytes(out_dir / "index.html", _page(title, header + parts))
+    _remove_stale_crops(out_dir, set())  # an earlier single report in this folder left its crops here
     return index

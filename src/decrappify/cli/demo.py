@@ -6,24 +6,44 @@ import argparse
 import time
 from pathlib import Path
 
-from decrappify.demo import SAMPLE_PHOTOS, run_demo
+from decrappify.demo import SAMPLE_PHOTOS, TASK_ORDER, run_demo
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo",
-        help="restore bundled sample photos and write an HTML before/after page",
+        help="restore bundled sample photos with the shipped models and write an HTML before/after page",
         description=(
-            f"Degrade scikit-image's bundled sample photos ({', '.join(SAMPLE_PHOTOS)}) the way the task's preset "
-            "does, restore them, and write OUT/index.html with the input, the bicubic baseline, our result and the "
-            "truth side by side, plus PSNR/SSIM. Prints the table. Works offline."
+            f"Degrade scikit-image's bundled sample photos ({', '.join(SAMPLE_PHOTOS)}) with each shipped "
+            "model's task preset, restore them with the baseline (bicubic, or the input as is for x1 tasks) and "
+            "the model, and write OUT/index.html with the input, the baseline, our result and the truth side by "
+            "side, plus PSNR/SSIM (restore-x4 first; each task also gets OUT/TASK/index.html). Prints one table "
+            "per task. Works offline."
         ),
     )
     parser.add_argument(
         "-o", "--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)"
     )
     parser.add_argument(
-        "--task", default="restore-x4", help="degradation preset / task (default: restore-x4)"
+        "--task",
+        dest="tasks",
+        action="append",
+        choices=TASK_ORDER,
+        metavar="TASK",
+        help=f"show only this task ({', '.join(TASK_ORDER)}); repeatable (default: every shipped model's task)",
+    )
+    parser.add_argument(
+        "--perceptual",
+        dest="perceptual",
+        action="store_true",
+        default=None,
+        help="score the VGG perceptual distance on every task (default: on the first task only; it is the slow part)",
+    )
+    parser.add_argument(
+        "--no-perceptual",
+        dest="perceptual",
+        action="store_false",
+        help="never score the VGG perceptual distance",
     )
     parser.set_defaults(handler=run)
     return parser
@@ -31,7 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    demo = run_demo(args.out, task=args.task)
-    print(demo.result.to_markdown())
-    print(f"\nPage: {demo.page}  ({time.perf_counter() - started:.1f} s)")
+    demo = run_demo(args.out, tasks=args.tasks, perceptual=args.perceptual)
+    for item in demo.tasks:
+        print(f"## {item.heading}\n\n{item.result.to_markdown()}")
+    print(f"Page: {demo.page}  ({time.perf_counter() - started:.1f} s)")
     return 0
