@@ -39,7 +39,11 @@ MAX_BYTES = 10_000_000
 
 #: Evaluation sets per task: (label, folder). BSD100 is bsds500/val: never trained on.
 EVAL_SETS = {
-    "sr-x4": [("Set5", "data/benchmarks/Set5"), ("Set14", "data/benchmarks/Set14"), ("BSD100", "data/bsds500/val")],
+    "sr-x4": [
+        ("Set5", "data/benchmarks/Set5"),
+        ("Set14", "data/benchmarks/Set14"),
+        ("BSD100", "data/bsds500/val"),
+    ],
     "restore-x4": [("BSD100", "data/bsds500/val")],
     "restore-x1": [("BSD100", "data/bsds500/val")],
     "colorize": [("BSD100", "data/bsds500/val")],
@@ -48,12 +52,16 @@ EVAL_SETS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", type=Path, help="the run's model.safetensors (not with --speed-only)")
+    parser.add_argument(
+        "model", nargs="?", type=Path, help="the run's model.safetensors (not with --speed-only)"
+    )
     parser.add_argument("--name", required=True, help="shipped name (the file is <name>.safetensors)")
     parser.add_argument("--config", help="the recipe it was trained with (shown on the card)")
     parser.add_argument("--description", default="", help="one line for `decrappify models`")
     parser.add_argument("--hardware", default="", help="what it was trained on (default: this machine)")
-    parser.add_argument("--speed-only", action="store_true", help="only re-measure speed and re-render the card")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="only re-measure speed and re-render the card"
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed benchmark (machine busy)")
     return parser.parse_args(argv)
 
@@ -75,7 +83,9 @@ def ship_file(source: Path, name: str, description: str) -> tuple[Path, dict, di
     size = target.stat().st_size
     if size > MAX_BYTES:
         target.unlink()
-        sys.exit(f"{source}: {size / 1e6:.1f} MB as fp16, over the {MAX_BYTES / 1e6:.0f} MB limit; not shipped")
+        sys.exit(
+            f"{source}: {size / 1e6:.1f} MB as fp16, over the {MAX_BYTES / 1e6:.0f} MB limit; not shipped"
+        )
     return target, config, info
 
 
@@ -139,18 +149,25 @@ def render_card(card: dict) -> str:
         "",
         f"- Recipe: `{card['config']}`; task / degradation preset `{info.get('task')}`, x{info.get('scale')}.",
         f"- Training command (run from the repository root):\n\n      {info.get('command')}\n",
-        f"- Shipped with: `python tools/ship_model.py {info.get('shipped_from')} --name {card['name']} "
-        f"--config {card['config']} --description \"...\"` (fp16 copy, evaluation, speed, this card).",
-        f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
-        "validation). Never trained on bsds500/val (BSD100), Set5 or Set14.",
+        (
+            f"- Shipped with: `python tools/ship_model.py {info.get('shipped_from')} --name {card['name']} "
+            f'--config {card["config"]} --description "..."` (fp16 copy, evaluation, speed, this card).'
+        ),
+        (
+            f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
+            "validation). Never trained on bsds500/val (BSD100), Set5 or Set14."
+        ),
         f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps), on {card['hardware']}.",
-        f"- Architecture: `{json.dumps(card['model_config'], sort_keys=True)}`; "
-        f"{card['parameters'] / 1e6:.2f} M parameters, {card['gflops_per_mp']:.1f} GFLOPs per output megapixel, "
-        f"{card['size_bytes'] / 1e6:.2f} MB file (fp16 safetensors).",
+        (
+            f"- Architecture: `{json.dumps(card['model_config'], sort_keys=True)}`; "
+            f"{card['parameters'] / 1e6:.2f} M parameters, {card['gflops_per_mp']:.1f} GFLOPs per output megapixel, "
+            f"{card['size_bytes'] / 1e6:.2f} MB file (fp16 safetensors)."
+        ),
         "",
         "## Evaluation",
         "",
-        "`decrappify evaluate DIR --task " + f"{info.get('task')} --model {card['name']}"
+        "`decrappify evaluate DIR --task "
+        + f"{info.get('task')} --model {card['name']}"
         + (" --peers ../shared/models/peers" if info.get("task") in ("sr-x4", "restore-x4") else "")
         + " --no-perceptual` (seed 0: every method sees the same degraded input).",
         "",

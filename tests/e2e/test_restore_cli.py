@@ -14,8 +14,6 @@ from decrappify.imageio import Picture, read_image, write_image
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 
 
-
-
 def _rgb(height: int, width: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
 

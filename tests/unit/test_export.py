@@ -23,8 +23,6 @@ TINY_UNET = {"arch": "unet", "encoder": "resnet18", "encoder_width": 8, "scale":
 ODD_SIZES = ((37, 53), (5, 3), (64, 48))
 
 
-
-
 @pytest.mark.parametrize("config", [TINY, TINY_UNET], ids=["compact", "unet"])
 def test_onnx_matches_pytorch_at_any_size(config: dict) -> None:
     """The U-Net pads to a multiple of 32 inside: the export must keep that dynamic, not bake in one size."""

@@ -20,7 +20,6 @@ from decrappify.zoo import list_models, resolve_model
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 
 
-
 def _save(path: Path, config: dict = TINY, **info) -> Path:
     torch.manual_seed(0)
     info = {"name": path.stem, "task": "restore", **info}

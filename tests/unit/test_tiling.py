@@ -17,7 +17,6 @@ SMALL_COMPACT = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks":
 SMALL_UNET = {"arch": "unet", "encoder": "resnet18", "encoder_width": 8, "scale": 2, "self_attention": False}
 
 
-
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a - b) ** 2).mean())
     return 100.0 if mse == 0 else 10 * math.log10(1.0 / mse)
