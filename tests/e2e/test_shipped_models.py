@@ -1,0 +1,49 @@
+"""The models shipped inside the package: listed, small, and usable by name with no download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decrappify.cli import main
+from decrappify.imageio import Picture, read_image, write_image
+from decrappify.zoo import DEFAULT_MODEL, MODELS_DIR, list_models, resolve_model
+
+SHIPPED = {"restore-x4": ("restore-x4", 4), "restore-x1": ("restore-x1", 1), "sr-x4": ("sr-x4", 4),
+           "colorize": ("colorize", 1)}  # fmt: skip
+CARDS = Path(__file__).resolve().parents[2] / "docs" / "models"
+
+
+def test_registry_lists_every_shipped_model_under_10_mb() -> None:
+    entries = {entry.name: entry for entry in list_models()}
+    assert set(SHIPPED) <= set(entries), f"missing from {MODELS_DIR}: {set(SHIPPED) - set(entries)}"
+    for name, (task, scale) in SHIPPED.items():
+        entry = entries[name]
+        assert (entry.task, entry.scale) == (task, scale)
+        assert entry.size_bytes <= 10_000_000
+        assert entry.metrics, f"{name}: no metrics in the registry"
+        assert (CARDS / f"{name}.md").is_file(), f"{name}: no model card"
+    registry = json.loads((MODELS_DIR / "registry.json").read_text(encoding="utf-8"))
+    assert all((MODELS_DIR / row["file"]).is_file() for row in registry["models"])
+
+
+def test_models_command_lists_them(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in SHIPPED:
+        assert f"| {name} |" in out
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_restore_by_name_works_out_of_the_box(name: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    photo = write_image(Picture(rng.random((40, 52, 3), dtype=np.float32)), tmp_path / "photo.jpg")
+    args = ["restore", str(photo), "-o", str(tmp_path / "out")]
+    args += [] if name == DEFAULT_MODEL else ["--model", name]
+    assert main(args) == 0
+    scale = SHIPPED[name][1]
+    assert read_image(tmp_path / "out" / "photo.jpg").size == (52 * scale, 40 * scale)
+    assert resolve_model(name).parent == MODELS_DIR
