@@ -2,7 +2,7 @@
 
     python tools/ship_model.py runs/restore-x4/model.safetensors --name restore-x4 \
         --config configs/restore-x4-cpu.toml --description "x4 upscaling + JPEG and watermark removal"
-    python tools/ship_model.py --name restore-x4 --speed-only      # re-measure speed on an idle machine
+    python tools/ship_model.py --name restore-x4 --reuse      # re-measure speed on an idle machine
 
 What it does, so every shipped file and every figure on its card comes from one command:
 1. `weights.load_model` the run's model and `save_model` it again as fp16 into `src/decrappify/models/<name>`
@@ -52,15 +52,15 @@ EVAL_SETS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "model", nargs="?", type=Path, help="the run's model.safetensors (not with --speed-only)"
-    )
+    parser.add_argument("model", nargs="?", type=Path, help="the run's model.safetensors (not with --reuse)")
     parser.add_argument("--name", required=True, help="shipped name (the file is <name>.safetensors)")
     parser.add_argument("--config", help="the recipe it was trained with (shown on the card)")
     parser.add_argument("--description", default="", help="one line for `decrappify models`")
     parser.add_argument("--hardware", default="", help="what it was trained on (default: this machine)")
     parser.add_argument(
-        "--speed-only", action="store_true", help="only re-measure speed and re-render the card"
+        "--reuse",
+        action="store_true",
+        help="keep the shipped file and its stored evaluation (then: speed, card)",
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed benchmark (machine busy)")
     return parser.parse_args(argv)
@@ -119,6 +119,9 @@ def headline(card: dict) -> dict:
         metrics[f"{table['set']} PSNR_Y"] = round(ours["psnr_y"], 2)
         if table["set"] == "BSD100" and base is not None:
             metrics[f"BSD100 gain over {base['method']}"] = round(ours["psnr_y"] - base["psnr_y"], 2)
+            if ours.get("psnr_watermark") is not None and base.get("psnr_watermark") is not None:
+                gain = ours["psnr_watermark"] - base["psnr_watermark"]
+                metrics[f"BSD100 watermark-box gain over {base['method']}"] = round(gain, 2)
             if ours.get("ab_error") is not None:
                 metrics["BSD100 a*b* error"] = round(ours["ab_error"], 2)
     if "speed" in card:
@@ -184,7 +187,7 @@ def render_card(card: dict) -> str:
             "",
         ]
     else:
-        lines += ["Not measured yet (`python tools/ship_model.py --name NAME --speed-only`).", ""]
+        lines += ["Not measured yet (`python tools/ship_model.py --name NAME --reuse`).", ""]
     lines += ["## Limitations", "", card.get("limitations", "See docs/models/README.md."), ""]
     return "\n".join(lines)
 
@@ -193,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     CARDS.mkdir(parents=True, exist_ok=True)
     card_json = CARDS / f"{args.name}.json"
-    if args.speed_only:
+    if args.reuse:
         card = json.loads(card_json.read_text(encoding="utf-8"))
         path = MODELS_DIR / f"{args.name}.safetensors"
     else:
         if args.model is None:
-            sys.exit("give the run's model file (or --speed-only)")
+            sys.exit("give the run's model file (or --reuse)")
         path, config, info = ship_file(args.model, args.name, args.description)
         model, _, _ = load_model(path)
         old = json.loads(card_json.read_text(encoding="utf-8")) if card_json.is_file() else {}
