@@ -160,7 +160,13 @@ def render_card(card: dict) -> str:
             f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
             "validation). Never trained on bsds500/val (BSD100), Set5 or Set14."
         ),
-        f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps), on {card['hardware']}.",
+        f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps), on {card['hardware']}"
+        + (
+            "; this file is the run's best-validation checkpoint (`best.safetensors`, PSNR on the 8 held-out "
+            "photos), the run itself went on to the end of its time budget."
+            if str(info.get("shipped_from", "")).endswith("best.safetensors")
+            else "."
+        ),
         (
             f"- Architecture: `{json.dumps(card['model_config'], sort_keys=True)}`; "
             f"{card['parameters'] / 1e6:.2f} M parameters, {card['gflops_per_mp']:.1f} GFLOPs per output megapixel, "
