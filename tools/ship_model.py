@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", required=True, help="shipped name (the file is <name>.safetensors)")
     parser.add_argument("--config", help="the recipe it was trained with (shown on the card)")
     parser.add_argument("--description", default="", help="one line for `decrappify models`")
+    parser.add_argument("--limitations", help="a paragraph for the card (kept by later runs unless given)")
     parser.add_argument("--hardware", default="", help="what it was trained on (default: this machine)")
     parser.add_argument(
         "--reuse",
@@ -194,7 +195,7 @@ def render_card(card: dict) -> str:
         ]
     else:
         lines += ["Not measured yet (`python tools/ship_model.py --name NAME --reuse`).", ""]
-    lines += ["## Limitations", "", card.get("limitations", "See docs/models/README.md."), ""]
+    lines += ["## Limitations", "", card.get("limitations") or "See docs/models/README.md.", ""]
     return "\n".join(lines)
 
 
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             "limitations": old.get("limitations", ""),
             "evaluation": evaluation_tables(path, info["task"]),
         }
+    if args.limitations:
+        card["limitations"] = args.limitations
     if not args.no_speed:
         card["speed"] = speed_table(path)
     card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
