@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CARDS = ROOT / "docs" / "models"
 MAX_BYTES = 10_000_000
+#: Tasks the OpenCV peers (x4 super-resolution models) are scored on.
+PEER_TASKS = ("sr-x4", "restore-x4")
 
 #: Evaluation sets per task: (label, folder). BSD100 is bsds500/val: never trained on.
 EVAL_SETS = {
@@ -76,7 +78,7 @@ def this_machine() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), no GPU, PyTorch {torch.__version__}"
 
 
-def ship_file(source: Path, name: str, description: str) -> tuple[Path, dict, dict]:
+def ship_file(source: Path, name: str, description: str) -> tuple[Path, torch.nn.Module, dict, dict]:
     """Re-save `source` as fp16 under the package's models folder, named `name`; refuse files over 10 MB."""
     model, config, info = load_model(source)
     info = {**info, "name": name, "description": description, "shipped_from": str(source)}
@@ -87,11 +89,11 @@ def ship_file(source: Path, name: str, description: str) -> tuple[Path, dict, di
         sys.exit(
             f"{source}: {size / 1e6:.1f} MB as fp16, over the {MAX_BYTES / 1e6:.0f} MB limit; not shipped"
         )
-    return target, config, info
+    return target, model, config, info
 
 
 def evaluation_tables(path: Path, task: str) -> list[dict]:
-    peers = SHARED / "models" / "peers" if task in ("sr-x4", "restore-x4") else None
+    peers = SHARED / "models" / "peers" if task in PEER_TASKS else None
     tables = []
     for label, folder in EVAL_SETS[task]:
         result = evaluate(SHARED / folder, task, [str(path)], peers_dir=peers, keep_crops=False,
@@ -178,7 +180,7 @@ def render_card(card: dict) -> str:
         "",
         "`decrappify evaluate DIR --task "
         + f"{info.get('task')} --model {card['name']}"
-        + (" --peers ../shared/models/peers" if info.get("task") in ("sr-x4", "restore-x4") else "")
+        + (" --peers ../shared/models/peers" if info.get("task") in PEER_TASKS else "")
         + " --no-perceptual` (seed 0: every method sees the same degraded input).",
         "",
     ]
@@ -209,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.model is None:
             sys.exit("give the run's model file (or --reuse)")
-        path, config, info = ship_file(args.model, args.name, args.description)
-        model, _, _ = load_model(path)
+        path, model, config, info = ship_file(args.model, args.name, args.description)
         old = json.loads(card_json.read_text(encoding="utf-8")) if card_json.is_file() else {}
         card = {
             "name": args.name,
