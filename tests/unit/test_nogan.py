@@ -96,10 +96,23 @@ def test_all_four_stages_leave_their_results(reference: Path) -> None:
     assert 0.0 <= accuracy <= 1.0 and (reference / "critic" / "critic.safetensors").is_file()
     snapshots = sorted(p.name for p in (reference / "gan" / "snapshots").glob("*.safetensors"))
     assert snapshots == [f"step{s:06d}.safetensors" for s in (2, 4, 6, 8)]
-    assert [r["snapshot"] for r in _rows(reference / "gan" / "log.csv")] == snapshots
+    rows = _rows(reference / "gan" / "log.csv")
+    assert [r["snapshot"] for r in rows] == ["", *snapshots]  # row 0: the pretrained generator
     _model, config, info = load_model(reference / "model.safetensors")
     assert config["arch"] == "compact" and info["gan"]["iterations"] == 8
     assert info["gan"]["generator_steps"] + info["gan"]["critic_steps"] == 8
+
+
+def test_the_snapshot_nearest_the_truth_on_held_out_images_is_kept_as_best(reference: Path) -> None:
+    rows = _rows(reference / "gan" / "log.csv")
+    distances = {r["snapshot"]: float(r["val_vgg_dist"]) for r in rows}
+    assert all(d > 0 for d in distances.values())
+    nearest = min((name for name in distances if name), key=distances.get)
+    best = json.loads((reference / STATE_FILE).read_text())["stages"]["gan"]["best"]
+    assert best["snapshot"] == nearest and best["heldout_vgg_dist"] == pytest.approx(distances[nearest], rel=1e-5)
+    assert best["generator_heldout_vgg_dist"] == pytest.approx(distances[""], rel=1e-5)
+    kept, snapshot = load_file(reference / "best.safetensors"), load_file(reference / "gan" / "snapshots" / nearest)
+    assert all(torch.equal(kept[k], snapshot[k]) for k in snapshot)
 
 
 def test_the_switcher_alternates_as_fastai() -> None:

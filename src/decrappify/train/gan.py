@@ -14,7 +14,9 @@ minutes instead of days. One run, four stages, each in its own folder of the run
    (0.65), then the generator for one batch. Adam with beta1 = 0 for both. Every `gan.checkpoint_steps`
    iterations: a checkpoint, a generator snapshot in `gan/snapshots/` and a validation row in `gan/log.csv`.
    GAN training improves, then degrades: the snapshot at the turn (DeOldify's "inflection point") is the one
-   to keep. The last generator becomes the run's `model.safetensors`.
+   to keep. Each row scores the held-out images' VGG distance too (`perceptual.py`; row 0 is the pretrained
+   generator), and the snapshot with the lowest becomes the run's `best.safetensors`: the turn, picked on
+   images no stage trains on. The last generator becomes the run's `model.safetensors`.
 
 `nogan.json` holds the config and each finished stage's results; a crashed or interrupted run continues, with
 `--resume`, at the stage and step where it stopped (with the same batches: every random choice is a function of
@@ -37,7 +39,8 @@ from torch import nn
 
 from decrappify.config import Config, config_from_dict
 from decrappify.data import ImageStore
-from decrappify.errors import ConfigError, OutputError
+from decrappify.errors import ConfigError, OutputError, WeightsError
+from decrappify.perceptual import PerceptualDistance
 from decrappify.train import build, distributed
 from decrappify.train.checkpoint import TrainState, atomic_write_text, find_checkpoint
 from decrappify.train.events import Callback, CallbackList, ProgressBar
@@ -52,10 +55,10 @@ from decrappify.train.gan_parts import (
     heldout_accuracy,
 )
 from decrappify.train.interrupts import deferred_interrupts
-from decrappify.train.logs import CsvLog
+from decrappify.train.logs import CsvLog, read_csv_rows
 from decrappify.train.schedule import Schedule
 from decrappify.train.trainer import Trainer, TrainResult
-from decrappify.train.validation import validate_with_samples
+from decrappify.train.validation import validate, validate_with_samples
 
 __all__ = ["STATE_FILE", "AdaptiveSwitcher", "NoGAN", "stored_config"]
 
@@ -71,6 +74,7 @@ GAN_LOG_COLUMNS = (
     "val_psnr_y",
     "val_ssim_y",
     "val_l1",
+    "val_vgg_dist",
     "snapshot",
 )
 
@@ -115,6 +119,7 @@ class NoGAN:
         self._data: build.DataBundle | None = None
         self.losses: list[float] = []
         self._metrics: dict[str, float] = {}  # the last validation of the GAN stage
+        self._perceptual: PerceptualDistance | None = None  # scores the GAN snapshots (stage 4)
         self.summary = self._open_state(resume)
 
     def _open_state(self, resume: bool) -> dict:
@@ -318,6 +323,9 @@ class NoGAN:
             return {"mode": side, "lr": gan.lr, **row}
 
         table = CsvLog(loop.folder / "log.csv", GAN_LOG_COLUMNS, keep_until_step=state.step or None)
+        self._perceptual = self._snapshot_distance()
+        if state.step == 0:
+            self._score_start(generator, table)
 
         def save() -> None:
             extra = {"generator_mode": switcher.generator_mode, "counts": counts}
@@ -331,6 +339,43 @@ class NoGAN:
         finally:
             table.close()
         return self._finish_gan(generator, model_config, state, counts)
+
+    def _snapshot_distance(self) -> PerceptualDistance | None:
+        """The VGG distance the snapshots are ranked by (the feature loss's VGG16), or None without weights."""
+        if self.data.valset is None:
+            return None
+        try:
+            return PerceptualDistance.from_weights(self.config.loss.vgg_weights or None)
+        except WeightsError as error:
+            log.warning("GAN snapshots are not ranked (no best.safetensors): %s", error)
+            return None
+
+    def _score_start(self, generator: nn.Module, table: CsvLog) -> None:
+        """Row 0 of `gan/log.csv`: the pretrained generator, the mark every snapshot is compared with."""
+        if self.data.valset is None:
+            return
+        start = validate(generator, self.data.valset, self.device, perceptual=self._perceptual).metrics
+        table.write({"step": 0, "generator_steps": 0, "critic_steps": 0,
+                     **{f"val_{k}": v for k, v in start.items()}, "snapshot": ""})  # fmt: skip
+
+    def _pick_best(self) -> dict | None:
+        """Copy the snapshot with the lowest held-out VGG distance to `best.safetensors`; its row, or None."""
+        import shutil
+
+        rows = [r for r in read_csv_rows(self.run_dir / "gan" / "log.csv") if r.get("val_vgg_dist")]
+        start = next((r for r in rows if not r["snapshot"]), None)
+        snapshots = [r for r in rows if r["snapshot"]]
+        if not snapshots:
+            return None
+        best = min(snapshots, key=lambda r: float(r["val_vgg_dist"]))
+        shutil.copyfile(self.run_dir / "gan" / "snapshots" / best["snapshot"], self.run_dir / "best.safetensors")
+        picked = {"model": "best.safetensors", "snapshot": best["snapshot"], "step": int(best["step"]),
+                  "heldout_vgg_dist": float(best["val_vgg_dist"]), "heldout_psnr_y": float(best["val_psnr_y"])}  # fmt: skip
+        if start is not None:
+            picked["generator_heldout_vgg_dist"] = float(start["val_vgg_dist"])
+            picked["generator_heldout_psnr_y"] = float(start["val_psnr_y"])
+        log.info("NoGAN: best snapshot on the held-out images: %s", picked)
+        return picked
 
     def _load_critic(self) -> nn.Module:
         """Stage 3's critic."""
@@ -385,6 +430,7 @@ class NoGAN:
                 amp=False,
                 samples=self.config.train.samples,
                 grid_path=folder / "samples" / f"{name}.png",
+                perceptual=self._perceptual,
             )
         path = save_model(
             generator,
@@ -418,6 +464,7 @@ class NoGAN:
             generator_steps=counts["generator"],
             critic_steps=counts["critic"],
             metrics=self._metrics,
+            best=self._pick_best(),
         )
         log.info("NoGAN: %s (snapshots to compare in %s)", path, self.run_dir / "gan" / "log.csv")
         return TrainResult(self.run_dir, path, None, state, self.losses)

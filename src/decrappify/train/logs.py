@@ -37,6 +37,14 @@ EPOCH_COLUMNS = (
 STEP_COLUMNS = ("step", "stage", "epoch", "elapsed_s", "lr", "loss", "crops_per_s")
 
 
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV log as dicts of strings (empty when the file does not exist yet)."""
+    if not Path(path).is_file():
+        return []
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _format(value: object) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"

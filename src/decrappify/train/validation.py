@@ -19,6 +19,7 @@ from PIL import Image
 
 from decrappify import metrics
 from decrappify.data import ValidationSet
+from decrappify.perceptual import PerceptualDistance
 from decrappify.train.checkpoint import atomic_write_bytes
 
 GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the target)
@@ -26,7 +27,7 @@ GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the
 
 @dataclass
 class ValidationResult:
-    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (means over the images)
+    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (+ vgg_dist when asked; means over the images)
     outputs: list[np.ndarray]  # the first few predictions, H x W x 3 float32 (for the sample grid)
 
 
@@ -38,13 +39,23 @@ def _rounded(pred: torch.Tensor) -> np.ndarray:
 
 @torch.inference_mode()
 def validate(
-    model: torch.nn.Module, valset: ValidationSet, device: torch.device, *, amp: bool = False, keep: int = 0
+    model: torch.nn.Module,
+    valset: ValidationSet,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    keep: int = 0,
+    perceptual: PerceptualDistance | None = None,
 ) -> ValidationResult:
-    """Score `model` on every pair of `valset` (one image at a time: sizes differ); keep `keep` outputs."""
+    """Score `model` on every pair of `valset` (one image at a time: sizes differ); keep `keep` outputs.
+
+    With `perceptual`, also its VGG distance (`vgg_dist`, lower is better): what the GAN phase's snapshots are
+    picked by, since PSNR falls as an adversarial loss adds texture.
+    """
     was_training = model.training
     model.eval()
     border = valset.scale
-    psnrs, ssims, l1s, outputs = [], [], [], []
+    psnrs, ssims, l1s, distances, outputs = [], [], [], [], []
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
     )
@@ -56,12 +67,16 @@ def validate(
             psnrs.append(min(psnr, 100.0) if math.isfinite(psnr) else 100.0)
             ssims.append(metrics.ssim_y(pred, hq, border))
             l1s.append(float(np.abs(pred - hq).mean()))
+            if perceptual is not None:
+                distances.append(perceptual(pred, hq, border))
             if i < keep:
                 outputs.append(pred)
     finally:
         model.train(was_training)
     n = max(1, len(psnrs))
     result = {"psnr_y": sum(psnrs) / n, "ssim_y": sum(ssims) / n, "l1": sum(l1s) / n}
+    if perceptual is not None:
+        result["vgg_dist"] = sum(distances) / n
     return ValidationResult(result, outputs)
 
 
@@ -108,9 +123,10 @@ def validate_with_samples(
     amp: bool,
     samples: int,
     grid_path: Path,
+    perceptual: PerceptualDistance | None = None,
 ) -> tuple[dict[str, float], Path | None]:
     """`validate`, then the grid of the first `samples` pairs written to `grid_path` (None if no samples)."""
-    result = validate(model, valset, device, amp=amp, keep=min(samples, len(valset)))
+    result = validate(model, valset, device, amp=amp, keep=min(samples, len(valset)), perceptual=perceptual)
     if not result.outputs:
         return result.metrics, None
     return result.metrics, save_png(sample_grid(valset, result.outputs), grid_path)
