@@ -93,3 +93,21 @@ def test_no_shipped_model_is_a_usage_error(photos: Path, tmp_path: Path, capsys,
     assert "no shipped model is installed yet; pass --model PATH" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert "No shipped model is installed yet" in capsys.readouterr().out
+
+
+def test_threads_option(model_file: Path, photos: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        base = ["-q", "restore", str(photos / "deep" / "c.jpg"), "--model", str(model_file)]
+        assert main([*base, "-o", str(tmp_path / "one"), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*base, "-o", str(tmp_path / "two"), "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        one, two = read_image(tmp_path / "one" / "c.jpg"), read_image(tmp_path / "two" / "c.jpg")
+        assert np.abs(one.rgb - two.rgb).max() <= 1 / 255
+        assert main([*base, "-o", str(tmp_path / "zero"), "--threads", "0"]) == 2  # a usage error
+        assert "--threads: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

@@ -16,3 +16,33 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"refuse images larger than N pixels, checked before decoding (default {DEFAULT_MAX_PIXELS:,})",
     )
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`: CPU threads for the model (torch's intra-op pool or ONNX Runtime's session)."""
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads for the model (default: torch's choice, one per core); 1 is faster while another "
+        "program keeps a core busy",
+    )
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's intra-op thread count for this process when `--threads` was given."""
+    if threads:
+        import torch  # local: `decrappify --help` does not need torch loaded
+
+        torch.set_num_threads(threads)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from decrappify.backends import BACKENDS, DEVICES
 from decrappify.batch import BatchItem, collect_inputs, output_path, run_batch
-from decrappify.cli.options import add_max_pixels
+from decrappify.cli.options import add_max_pixels, add_threads, apply_threads
 from decrappify.imageio import WRITE_FORMATS, read_image, write_image
 from decrappify.infer import DEFAULT_TILE, Restorer
 from decrappify.zoo import DEFAULT_MODEL
@@ -64,6 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     add_max_pixels(parser)
+    add_threads(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -77,8 +78,14 @@ def _suffix_for(item: BatchItem, fmt: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     items = collect_inputs(args.inputs)
+    apply_threads(args.threads)
     restorer = Restorer.from_pretrained(
-        args.model, device=args.device, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap
+        args.model,
+        device=args.device,
+        backend=args.backend,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        threads=args.threads,
     )
     log.info("model %s: x%d %s, on %s", restorer.name, restorer.scale, restorer.task, restorer.device)
     out_dir = Path(args.output)
