@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from decrappify import degrade, metrics
-from decrappify.evaluate import choose_crop, find_images, to_uint8
+from decrappify.evaluate import choose_crop, find_images, split_label, to_uint8
 from decrappify.imageio import picture_to_pil, read_image
 from decrappify.infer import Restorer
 
@@ -47,7 +47,7 @@ def main() -> None:
     )
     parser.add_argument("data", type=Path, help="folder of clean images")
     parser.add_argument("--task", default="restore-x4")
-    parser.add_argument("--model", action="append", required=True, metavar="LABEL=PATH")
+    parser.add_argument("--model", action="append", required=True, metavar="[LABEL=]PATH")
     parser.add_argument("--count", type=int, default=5)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     labels, restorers = ["input"], []
     for spec in args.model:
-        label, _, path = spec.partition("=")
-        labels.append(label)
+        label, path = split_label(spec)
+        labels.append(label or Path(path).stem)
         restorers.append(Restorer.from_pretrained(path, device="cpu"))
     labels.append("truth")
     rows = [

@@ -100,7 +100,7 @@ class Bicubic:
 class ModelMethod:
     """One of our models, through `infer.Restorer` (loaded once; each call is stateless)."""
 
-    def __init__(self, name_or_path: str | Path, scale: int):
+    def __init__(self, name_or_path: str | Path, scale: int, label: str | None = None):
         # Imported here: torch and the model code are only needed when a model is actually evaluated.
         from decrappify.infer import Restorer
 
@@ -109,7 +109,7 @@ class ModelMethod:
             raise ConfigError(
                 f"model {name_or_path} upscales x{self.restorer.scale} but this task needs x{scale}"
             )
-        self.name = self.restorer.name
+        self.name = label or self.restorer.name
         self.scale = scale
 
     def __call__(self, rgb_lq: np.ndarray) -> np.ndarray:
@@ -311,8 +311,20 @@ def create_methods(
             methods.append(spec)
         elif spec.lower() not in (BASELINE, "input") and spec not in seen:  # the baseline is there once
             seen.add(spec)
-            methods.append(ModelMethod(spec, scale))
+            label, target = split_label(spec)
+            methods.append(ModelMethod(target, scale, label))
     return _unique_names(methods)
+
+
+def split_label(spec: str) -> tuple[str | None, str]:
+    """``"LABEL=PATH"`` -> ``(LABEL, PATH)``; a plain name or path (even one holding ``=``) -> ``(None, spec)``.
+
+    Two runs of one recipe store the same model name; a label tells their rows apart in a table.
+    """
+    label, sep, target = spec.partition("=")
+    if not sep or not label or not target or "/" in label or Path(spec).exists():
+        return None, spec
+    return label, target
 
 
 def _unique_names(methods: list[Method]) -> list[Method]:

@@ -293,6 +293,16 @@ def test_a_model_file_is_a_method(clean_dir: Path, tiny_model_file) -> None:
     )  # torch's bicubic kernel is close to, not equal to, Pillow's
 
 
+def test_labels_tell_two_files_of_one_model_apart(clean_dir: Path, tiny_model_file, tmp_path: Path) -> None:
+    path = tiny_model_file(4)
+    copy = tmp_path / "a=b.safetensors"  # a file whose name holds '=' is still a plain path
+    copy.write_bytes(path.read_bytes())
+    result = evaluate(clean_dir, "sr-x4", [f"first={path}", f"second={path}", str(copy)], keep_crops=False)
+    assert result.methods == ["bicubic", "first", "second", "tiny-x4"]
+    first, second = result.summaries()[1:3]
+    assert first.psnr_y == second.psnr_y
+
+
 def test_a_model_of_another_scale_is_refused(clean_dir: Path, tiny_model_file) -> None:
     with pytest.raises(ConfigError, match="x2 but this task needs x4"):
         evaluate(clean_dir, "sr-x4", [str(tiny_model_file(2))])

@@ -29,8 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         dest="models",
         action="append",
         default=[],
-        metavar="NAME|PATH",
-        help="a shipped model name, a model file, or 'bicubic' (always included); repeatable",
+        metavar="[LABEL=]NAME|PATH",
+        help="a shipped model name, a model file, or 'bicubic' (always included); repeatable. LABEL names its "
+        "row (default: the name stored in the model file)",
     )
     parser.add_argument(
         "--peers",
