@@ -16,7 +16,9 @@ CONFIG = {"arch": "compact", "scale": 2, "widths": [8, 8, 8], "blocks": [1, 1, 1
 
 
 def _run(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, TOOL, *map(str, args)], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, TOOL, *map(str, args)], capture_output=True, text=True, check=False
+    )
 
 
 def _trained(tmp_path: Path) -> Path:

@@ -109,9 +109,14 @@ def test_the_snapshot_nearest_the_truth_on_held_out_images_is_kept_as_best(refer
     assert all(d > 0 for d in distances.values())
     nearest = min((name for name in distances if name), key=distances.get)
     best = json.loads((reference / STATE_FILE).read_text())["stages"]["gan"]["best"]
-    assert best["snapshot"] == nearest and best["heldout_vgg_dist"] == pytest.approx(distances[nearest], rel=1e-5)
+    assert best["snapshot"] == nearest and best["heldout_vgg_dist"] == pytest.approx(
+        distances[nearest], rel=1e-5
+    )
     assert best["generator_heldout_vgg_dist"] == pytest.approx(distances[""], rel=1e-5)
-    kept, snapshot = load_file(reference / "best.safetensors"), load_file(reference / "gan" / "snapshots" / nearest)
+    kept, snapshot = (
+        load_file(reference / "best.safetensors"),
+        load_file(reference / "gan" / "snapshots" / nearest),
+    )
     assert all(torch.equal(kept[k], snapshot[k]) for k in snapshot)
 
 

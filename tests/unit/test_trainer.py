@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
@@ -318,3 +319,21 @@ def test_thread_tuner_keeps_the_faster_count_and_tries_again_later(monkeypatch: 
         tuner.after_step(cost[threads["n"]])
     assert used[8:] == [2, 2, 1, 1, 2]
     assert not ThreadTuner([1]).enabled
+
+
+def test_a_colourisation_run_keeps_the_epoch_with_the_lowest_ab_error(photos: Path, tmp_path: Path) -> None:
+    """Colourisation keeps the input's luma, so PSNR_Y says little: the a*b* error picks best.safetensors."""
+    config = tiny_config(
+        photos,
+        "data.preset=colorize",
+        "model={arch='compact', scale=1, widths=[8, 8, 8], blocks=[1, 1, 1], output='sigmoid'}",
+        "stages=[{crop=32, batch=2, epochs=4}]",
+    )
+    recorder = Recorder()
+    result = train(config, run_dir=tmp_path / "run", progress=False, callbacks=[recorder])
+    errors = [r.metrics["ab_error"] for r in recorder.epochs]
+    assert len(errors) == 4 and result.state.best_score == min(errors)
+    with (tmp_path / "run" / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["val_ab_error"]) for r in rows] == pytest.approx(errors, rel=1e-5)
+    assert result.best_path is not None and result.best_path.is_file()

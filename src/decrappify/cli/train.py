@@ -90,6 +90,7 @@ def _command_line(args: argparse.Namespace, run_dir: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from decrappify.train import find_lr, train
+    from decrappify.train.validation import selection_for
 
     config, run_dir = _resolve_config(args)
     if args.lr_find:
@@ -110,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = result.state.metrics
         text = f", validation PSNR_Y {metrics['psnr_y']:.2f} dB" if "psnr_y" in metrics else ""
         print(f"model: {result.model_path}{text}")
-        if result.best_path is not None:
-            print(f"best:  {result.best_path} (PSNR_Y {result.state.best_psnr:.2f} dB)")
+        score = result.state.best_score
+        if result.best_path is not None and score is not None:
+            selection = selection_for(config.data.preset)
+            print(f"best:  {result.best_path} (validation {selection.describe(score)})")
     return 0

@@ -68,21 +68,21 @@ class TrainState:
     epoch_steps: int = 0  # steps done in the current epoch (for its mean loss and speed)
     epoch_loss: float = 0.0  # sum of those steps' losses
     epoch_seconds: float = 0.0  # time spent in those steps (validation excluded)
-    best_psnr: float = float("-inf")  # best validation PSNR_Y so far (for best.safetensors)
+    best_score: float | None = (
+        None  # best validation score so far (`validation.selection_for`; best.safetensors)
+    )
     metrics: dict[str, float] = field(default_factory=dict)  # the last validation's metrics
     done: bool = False  # all stages finished
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["best_psnr"] = None if self.best_psnr == float("-inf") else self.best_psnr
-        return data
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        if values.get("best_psnr") is None:
-            values["best_psnr"] = float("-inf")
+        if "best_score" not in data:  # checkpoints before 2026-12 kept the best PSNR_Y as best_psnr
+            values["best_score"] = data.get("best_psnr")
         return cls(**values)
 
 

@@ -368,7 +368,9 @@ class NoGAN:
         if not snapshots:
             return None
         best = min(snapshots, key=lambda r: float(r["val_vgg_dist"]))
-        shutil.copyfile(self.run_dir / "gan" / "snapshots" / best["snapshot"], self.run_dir / "best.safetensors")
+        shutil.copyfile(
+            self.run_dir / "gan" / "snapshots" / best["snapshot"], self.run_dir / "best.safetensors"
+        )
         picked = {"model": "best.safetensors", "snapshot": best["snapshot"], "step": int(best["step"]),
                   "heldout_vgg_dist": float(best["val_vgg_dist"]), "heldout_psnr_y": float(best["val_psnr_y"])}  # fmt: skip
         if start is not None:

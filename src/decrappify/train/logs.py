@@ -33,6 +33,7 @@ EPOCH_COLUMNS = (
     "val_psnr_y",
     "val_ssim_y",
     "val_l1",
+    "val_ab_error",  # colourisation runs only: what picks their best.safetensors
 )
 STEP_COLUMNS = ("step", "stage", "epoch", "elapsed_s", "lr", "loss", "crops_per_s")
 

@@ -37,7 +37,7 @@ from decrappify.train.interrupts import deferred_interrupts
 from decrappify.train.logs import default_callbacks
 from decrappify.train.schedule import LRFindResult, Schedule, lr_find, lr_sweep
 from decrappify.train.threads import ThreadTuner
-from decrappify.train.validation import validate_with_samples
+from decrappify.train.validation import COLOUR_SELECTION, Selection, selection_for, validate_with_samples
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +371,13 @@ class Trainer:
             elapsed=self._elapsed(), metrics=metrics, sample_path=sample_path,
         )  # fmt: skip
         self.callbacks.on_epoch_end(record)
-        if self.ctx.is_main and metrics and metrics["psnr_y"] > state.best_psnr:
-            state.best_psnr = metrics["psnr_y"]
+        metric = self.selection.metric
+        if (
+            self.ctx.is_main
+            and metric in metrics
+            and self.selection.better(metrics[metric], state.best_score)
+        ):
+            state.best_score = metrics[metric]
             self._save_model(self.run_dir / "best.safetensors")
         if state.batch >= plan.batches_per_epoch:
             state.epoch, state.batch = state.epoch + 1, 0
@@ -389,8 +394,13 @@ class Trainer:
         train = self.config.train
         return validate_with_samples(
             self.model, self.data.valset, self.ctx.device, amp=train.amp, samples=train.samples,
-            grid_path=self.run_dir / "samples" / name,
+            grid_path=self.run_dir / "samples" / name, colour=self.selection is COLOUR_SELECTION,
         )  # fmt: skip
+
+    @property
+    def selection(self) -> Selection:
+        """What picks `best.safetensors`: PSNR_Y, or the a*b* error for colourisation."""
+        return selection_for(self.config.data.preset)
 
     # ------------------------------------------------------------------------------------------------ files
 
@@ -440,8 +450,11 @@ class Trainer:
             model_path = self._save_model(self.run_dir / "model.safetensors")
             best = self.run_dir / "best.safetensors"
             best_path = best if best.is_file() else None
+            score = self.state.best_score
             note = (
-                f" (best validation PSNR_Y {self.state.best_psnr:.2f} dB: {best_path})" if best_path else ""
+                f" (best validation {self.selection.describe(score)}: {best_path})"
+                if best_path and score is not None
+                else ""
             )
             log.info(
                 "trained %d steps in %.0f s: %s%s", self.state.step, self.state.elapsed, model_path, note

@@ -25,9 +25,37 @@ from decrappify.train.checkpoint import atomic_write_bytes
 GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the target)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which validation metric picks `best.safetensors`, and which way is better."""
+
+    metric: str
+    higher_is_better: bool
+    label: str
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+    def describe(self, value: float) -> str:
+        return f"{self.label} {value:.2f}"
+
+
+#: PSNR_Y for every task but colourisation, whose output keeps the input's luma by construction: there PSNR_Y
+#: barely moves while the colours do, so the CIELAB a*b* error (`metrics.ab_error`) picks the best checkpoint.
+PSNR_SELECTION = Selection("psnr_y", True, "PSNR_Y (dB)")
+COLOUR_SELECTION = Selection("ab_error", False, "a*b* error")
+
+
+def selection_for(preset: str) -> Selection:
+    """How a run of `preset` picks its best checkpoint."""
+    return COLOUR_SELECTION if preset == "colorize" else PSNR_SELECTION
+
+
 @dataclass
 class ValidationResult:
-    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (+ vgg_dist when asked; means over the images)
+    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (+ ab_error, vgg_dist when asked; means over the images)
     outputs: list[np.ndarray]  # the first few predictions, H x W x 3 float32 (for the sample grid)
 
 
@@ -46,16 +74,18 @@ def validate(
     amp: bool = False,
     keep: int = 0,
     perceptual: PerceptualDistance | None = None,
+    colour: bool = False,
 ) -> ValidationResult:
     """Score `model` on every pair of `valset` (one image at a time: sizes differ); keep `keep` outputs.
 
     With `perceptual`, also its VGG distance (`vgg_dist`, lower is better): what the GAN phase's snapshots are
-    picked by, since PSNR falls as an adversarial loss adds texture.
+    picked by, since PSNR falls as an adversarial loss adds texture. With `colour`, the CIELAB a*b* error
+    (`ab_error`, lower is better) that colourisation runs are picked by.
     """
     was_training = model.training
     model.eval()
     border = valset.scale
-    psnrs, ssims, l1s, distances, outputs = [], [], [], [], []
+    psnrs, ssims, l1s, distances, ab_errors, outputs = [], [], [], [], [], []
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
     )
@@ -69,6 +99,8 @@ def validate(
             l1s.append(float(np.abs(pred - hq).mean()))
             if perceptual is not None:
                 distances.append(perceptual(pred, hq, border))
+            if colour:
+                ab_errors.append(metrics.ab_error(pred, hq, border))
             if i < keep:
                 outputs.append(pred)
     finally:
@@ -77,6 +109,8 @@ def validate(
     result = {"psnr_y": sum(psnrs) / n, "ssim_y": sum(ssims) / n, "l1": sum(l1s) / n}
     if perceptual is not None:
         result["vgg_dist"] = sum(distances) / n
+    if colour:
+        result["ab_error"] = sum(ab_errors) / n
     return ValidationResult(result, outputs)
 
 
@@ -124,9 +158,11 @@ def validate_with_samples(
     samples: int,
     grid_path: Path,
     perceptual: PerceptualDistance | None = None,
+    colour: bool = False,
 ) -> tuple[dict[str, float], Path | None]:
     """`validate`, then the grid of the first `samples` pairs written to `grid_path` (None if no samples)."""
-    result = validate(model, valset, device, amp=amp, keep=min(samples, len(valset)), perceptual=perceptual)
+    keep = min(samples, len(valset))
+    result = validate(model, valset, device, amp=amp, keep=keep, perceptual=perceptual, colour=colour)
     if not result.outputs:
         return result.metrics, None
     return result.metrics, save_png(sample_grid(valset, result.outputs), grid_path)
