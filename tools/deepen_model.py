@@ -52,7 +52,9 @@ def deepen(source: Path, blocks: list[int], out: Path, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a compact U-Net model file")
-    parser.add_argument("--blocks", type=int, nargs=3, required=True, help="new blocks per level (LR, /2, /4)")
+    parser.add_argument(
+        "--blocks", type=int, nargs=3, required=True, help="new blocks per level (LR, /2, /4)"
+    )
     parser.add_argument("-o", "--out", type=Path, required=True, help="where to write the deeper model")
     args = parser.parse_args(argv)
     if args.out.exists():
