@@ -65,6 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="keep the shipped file and its stored evaluation (then: speed, card)",
     )
+    parser.add_argument(
+        "--before",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="a command that made the run's starting point (its init.weights), in order; repeatable",
+    )
+    parser.add_argument(
+        "--before-minutes",
+        type=float,
+        default=0.0,
+        help="wall-clock training minutes those commands took (added to the card's training time)",
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed benchmark (machine busy)")
     return parser.parse_args(argv)
 
@@ -141,6 +154,14 @@ def write_registry(name: str, description: str, metrics: dict) -> None:
     path.write_text(json.dumps({"models": rows}, indent=2) + "\n", encoding="utf-8")
 
 
+def training_commands(before: list[str], command: str) -> str:
+    """The card's recipe: the training command, after the commands that made its starting point, if any."""
+    if not before:
+        return f"- Training command (run from the repository root):\n\n      {command}\n"
+    steps = "\n".join(f"      {line}" for line in [*before, command])
+    return f"- Training commands, in order (run from the repository root):\n\n{steps}\n"
+
+
 def render_card(card: dict) -> str:
     info = card["info"]
     hours, rest = divmod(int(info.get("train_seconds", 0)), 3600)
@@ -154,7 +175,7 @@ def render_card(card: dict) -> str:
         "## How it was made",
         "",
         f"- Recipe: `{card['config']}`; task / degradation preset `{info.get('task')}`, x{info.get('scale')}.",
-        f"- Training command (run from the repository root):\n\n      {info.get('command')}\n",
+        training_commands(card.get("before", []), str(info.get("command"))),
         (
             f"- Shipped with: `python tools/ship_model.py {info.get('shipped_from')} --name {card['name']} "
             f'--config {card["config"]} --description "..."` (fp16 copy, evaluation, speed, this card).'
@@ -163,7 +184,13 @@ def render_card(card: dict) -> str:
             f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
             "validation). Never trained on bsds500/val (BSD100), Set5 or Set14."
         ),
-        f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps), on {card['hardware']}"
+        f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps)"
+        + (
+            f" + {card['before_minutes']:.0f} min for the commands before it"
+            if card.get("before_minutes")
+            else ""
+        )
+        + f", on {card['hardware']}"
         + (
             "; this file is the run's best-validation checkpoint (`best.safetensors`, PSNR on the 8 held-out "
             "photos), the run itself went on to the end of its time budget."
@@ -224,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             "gflops_per_mp": round(gflops_per_output_megapixel(model, (1, 3, 128, 128)), 2),
             "size_bytes": path.stat().st_size,
             "limitations": old.get("limitations", ""),
+            "before": args.before,
+            "before_minutes": args.before_minutes,
             "evaluation": evaluation_tables(path, info["task"]),
         }
     if args.limitations:
