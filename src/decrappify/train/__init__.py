@@ -97,7 +97,11 @@ def train(
                 callbacks=callbacks,
                 command=command,
             )
-            return trainer.fit()
+            result = trainer.fit()
+            # Ranks leave together: a rank that tears down its gloo group while rank 0 still writes the final
+            # files was seen to abort once in CI ("terminate called without an active exception").
+            distributed.barrier(ctx)
+            return result
     finally:
         distributed.teardown(ctx)
 
