@@ -42,7 +42,7 @@ from decrappify.data import ImageStore
 from decrappify.errors import ConfigError, OutputError, WeightsError
 from decrappify.perceptual import PerceptualDistance
 from decrappify.train import build, distributed
-from decrappify.train.checkpoint import TrainState, atomic_write_text, find_checkpoint
+from decrappify.train.checkpoint import TrainState, atomic_write_bytes, atomic_write_text, find_checkpoint
 from decrappify.train.events import Callback, CallbackList, ProgressBar
 from decrappify.train.gan_loop import StageLoop
 from decrappify.train.gan_parts import (
@@ -360,17 +360,14 @@ class NoGAN:
 
     def _pick_best(self) -> dict | None:
         """Copy the snapshot with the lowest held-out VGG distance to `best.safetensors`; its row, or None."""
-        import shutil
-
         rows = [r for r in read_csv_rows(self.run_dir / "gan" / "log.csv") if r.get("val_vgg_dist")]
         start = next((r for r in rows if not r["snapshot"]), None)
         snapshots = [r for r in rows if r["snapshot"]]
         if not snapshots:
             return None
         best = min(snapshots, key=lambda r: float(r["val_vgg_dist"]))
-        shutil.copyfile(
-            self.run_dir / "gan" / "snapshots" / best["snapshot"], self.run_dir / "best.safetensors"
-        )
+        snapshot = self.run_dir / "gan" / "snapshots" / best["snapshot"]
+        atomic_write_bytes(self.run_dir / "best.safetensors", snapshot.read_bytes())  # never half a file
         picked = {"model": "best.safetensors", "snapshot": best["snapshot"], "step": int(best["step"]),
                   "heldout_vgg_dist": float(best["val_vgg_dist"]), "heldout_psnr_y": float(best["val_psnr_y"])}  # fmt: skip
         if start is not None:
