@@ -68,9 +68,8 @@ class TrainState:
     epoch_steps: int = 0  # steps done in the current epoch (for its mean loss and speed)
     epoch_loss: float = 0.0  # sum of those steps' losses
     epoch_seconds: float = 0.0  # time spent in those steps (validation excluded)
-    best_score: float | None = (
-        None  # best validation score so far (`validation.selection_for`; best.safetensors)
-    )
+    # the best validation score so far, by `validation.selection_for` (what best.safetensors holds)
+    best_score: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # the last validation's metrics
     done: bool = False  # all stages finished
 
