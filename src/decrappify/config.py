@@ -52,6 +52,10 @@ class LossConfig:
     """The training loss: pixel L1/MSE, or feature + gram loss on a VGG (`losses.create_feature_loss`)."""
 
     kind: str = "l1"  # l1 | mse | feature
+    # l1/mse only: pixels inside the degradation's watermark boxes count this many times in the loss (1: plain).
+    # L1's gradient is the error's sign, so without it a few text pixels weigh no more than the mild JPEG error
+    # everywhere else, and a short run learns to de-block long before it learns to erase text.
+    watermark_weight: float = 1.0
     pixel: str = "l1"  # the pixel term of the feature loss
     vgg: str = "vgg16"  # backbone for the feature loss
     vgg_weights: str = ""  # file or URL in torchvision layout; "": `weights.default_vgg16_weights()`
@@ -319,6 +323,12 @@ def validate(config: Config) -> None:
     _check(isinstance(config.model.get("arch"), str), "model.arch: missing; it names the architecture")
     _choice(config.loss.kind, LOSS_KINDS, "loss.kind")
     _choice(config.loss.pixel, ("l1", "mse"), "loss.pixel")
+    weight = config.loss.watermark_weight
+    _check(weight > 0, f"loss.watermark_weight: must be > 0, got {weight}")
+    _check(
+        weight == 1 or (config.loss.kind in ("l1", "mse") and not config.gan.enabled),
+        "loss.watermark_weight: only for loss.kind l1 or mse without [gan]; set it to 1",
+    )
     _choice(config.optim.schedule, SCHEDULES, "optim.schedule")
     _choice(config.data.augment, AUGMENTS, "data.augment")
     opt = config.optim

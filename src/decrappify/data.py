@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -130,13 +130,17 @@ class PairDataset(torch.utils.data.Dataset):
     leaves them in the channels-last layout, which is also the faster one for the convolutions on a CPU.
     """
 
-    def __init__(self, store: ImageStore, pipeline: Callable, augment: str = "hflip"):
+    def __init__(
+        self, store: ImageStore, pipeline: Callable, augment: str = "hflip", *, with_boxes: bool = False
+    ):
         self.store, self.pipeline, self.augment = store, pipeline, augment
+        self.with_boxes = with_boxes  # also return `box_mask` of the watermark boxes (for a weighted loss)
 
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, key: SampleKey) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, key: SampleKey) -> tuple[np.ndarray, ...]:
+        """(lq, hq), or with `with_boxes` (lq, hq, mask): mask is H x W x 1 uint8, 1 inside a watermark box."""
         index, crop, seed = key
         rng = np.random.default_rng(seed)
         image = self.store[index]
@@ -151,13 +155,22 @@ class PairDataset(torch.utils.data.Dataset):
                 f"degradation {self.pipeline} turned a {crop}-pixel crop into {lq.shape[1]}x{lq.shape[0]}, "
                 f"expected {expected}x{expected}"
             )
+        if self.with_boxes:
+            return lq, patch, box_mask(degraded.boxes, degraded.scale, patch.shape[:2])
         return lq, patch
 
 
-def collate_pairs(samples: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack pairs into (lq, hq) uint8 N x C x H x W tensors, channels-last in memory (see `PairDataset`)."""
-    lq, hq = zip(*samples, strict=True)
-    return tuple(torch.from_numpy(np.stack(side)).permute(0, 3, 1, 2) for side in (lq, hq))
+def box_mask(boxes: Sequence[Sequence[int]], scale: int, shape: tuple[int, int]) -> np.ndarray:
+    """H x W x 1 uint8 mask, 1 inside any of `boxes` (given on the degraded image, so scaled up by `scale`)."""
+    mask = np.zeros((*shape, 1), dtype=np.uint8)
+    for left, top, right, bottom in boxes:
+        mask[top * scale : bottom * scale, left * scale : right * scale] = 1
+    return mask
+
+
+def collate_pairs(samples: Sequence[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
+    """Stack samples into (lq, hq[, mask]) uint8 N x C x H x W tensors, channels-last in memory (`PairDataset`)."""
+    return tuple(torch.from_numpy(np.stack(side)).permute(0, 3, 1, 2) for side in zip(*samples, strict=True))
 
 
 @dataclass(frozen=True)
@@ -287,6 +300,7 @@ class ValidationSet:
     lq: list[torch.Tensor]  # 1 x 3 x h x w float32 in [0, 1]
     hq: list[np.ndarray]  # H x W x 3 float32 in [0, 1]
     scale: int
+    boxes: list[list[tuple[int, int, int, int]]] = field(default_factory=list)  # watermark boxes on hq, per image
 
     def __len__(self) -> int:
         return len(self.names)
@@ -307,7 +321,7 @@ def build_validation(
     from decrappify.degrade import modcrop, rng_for
 
     scale = int(pipeline.scale)
-    names, lqs, hqs = [], [], []
+    names, lqs, hqs, boxes = [], [], [], []
     for path, key in items:
         image = modcrop(_center_crop(load_rgb(path), crop), scale)
         degraded = pipeline(image, rng_for(seed, key))
@@ -315,4 +329,5 @@ def build_validation(
         names.append(key)
         lqs.append(torch.from_numpy(lq.transpose(2, 0, 1).copy()).unsqueeze(0))
         hqs.append(np.asarray(image, dtype=np.float32) / 255.0)
-    return ValidationSet(names, lqs, hqs, scale)
+        boxes.append([tuple(int(v) * int(degraded.scale) for v in box) for box in degraded.boxes])
+    return ValidationSet(names, lqs, hqs, scale, boxes)

@@ -49,8 +49,17 @@ class PixelLoss(nn.Module):
             raise ConfigError(f"unknown pixel loss '{kind}'; choose one of: {', '.join(PIXEL_KINDS)}")
         self.kind = kind
 
-    def forward(self, pred: Tensor, hq: Tensor) -> Tensor:
-        return PIXEL_KINDS[self.kind](pred, hq)
+    def forward(self, pred: Tensor, hq: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The mean error, or with `weight` (N x 1 x H x W, > 0) the weighted mean: sum(w * e) / sum(w).
+
+        Dividing by the weights' sum keeps the loss on the unweighted scale whatever share of a batch is
+        weighted up, so the learning rate means the same with and without weights.
+        """
+        if weight is None:
+            return PIXEL_KINDS[self.kind](pred, hq)
+        error = PIXEL_KINDS[self.kind](pred, hq, reduction="none")
+        weight = weight.to(error.dtype).expand_as(error)
+        return (error * weight).sum() / weight.sum()
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"

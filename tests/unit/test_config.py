@@ -108,6 +108,7 @@ def test_an_int_is_accepted_where_a_float_is_expected() -> None:
         ("optim.schedule=linear", "optim.schedule: unknown value 'linear'; choose one of: onecycle, cosine"),
         ("loss.kind=gan", "loss.kind: unknown value 'gan'; choose one of: l1, mse, feature"),
         ("optim.lr=-1", "optim.lr: must be > 0"),
+        ("loss.watermark_weight=0", "loss.watermark_weight: must be > 0"),
         ("justakey", "bad override 'justakey'; expected key=value"),
         ("optim.lr.x=1", "optim.lr is a single value; it has no key 'x'"),
     ],
@@ -164,3 +165,10 @@ def test_the_four_recipes_exist() -> None:
         "restore-x1",
         "colorize",
     }
+
+
+def test_watermark_weight_is_for_pixel_losses_only() -> None:
+    assert apply_overrides(Config(), ["loss.watermark_weight=4"]).loss.watermark_weight == 4.0
+    for other in ("loss.kind=feature", "gan.enabled=true"):
+        with pytest.raises(ConfigError, match="^loss.watermark_weight: only for loss.kind l1 or mse without"):
+            apply_overrides(Config(), [other, "loss.watermark_weight=4"])

@@ -14,7 +14,9 @@ from decrappify.data import (
     ImageStore,
     PairDataset,
     Prefetcher,
+    box_mask,
     build_validation,
+    collate_pairs,
     iterate_batches,
     list_images,
     split_validation,
@@ -123,6 +125,32 @@ def test_same_size_presets_keep_the_crop_size(folder: Path) -> None:
     store = ImageStore([p for p, _ in list_images([folder])])
     lq, hq = PairDataset(store, create_preset("restore-x1"), augment="dihedral")[(1, 32, (1,))]
     assert lq.shape == hq.shape == (32, 32, 3)
+
+
+def test_box_mask_scales_the_degraded_images_boxes() -> None:
+    mask = box_mask([(1, 2, 3, 4)], 4, (20, 16))
+    assert mask.shape == (20, 16, 1) and mask.dtype == np.uint8
+    assert mask.sum() == 8 * 8 and mask[8:16, 4:12].all()
+
+
+@pytest.mark.parametrize("preset", ["restore-x1", "restore-x4"])
+def test_with_boxes_the_mask_covers_the_pixels_the_watermark_changed(tmp_path: Path, preset: str) -> None:
+    flat = tmp_path / "flat.png"  # a flat photo: every pixel that changes a lot is the watermark's
+    Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(flat)
+    store = ImageStore([flat, flat])
+    pipeline = create_preset(preset)
+    dataset = PairDataset(store, pipeline, augment="none", with_boxes=True)
+    lq, hq, mask = dataset[(1, 48, (3,))]
+    plain_lq, plain_hq = PairDataset(store, pipeline, augment="none")[(1, 48, (3,))]
+    assert np.array_equal(lq, plain_lq) and np.array_equal(hq, plain_hq)  # same pair, plus the mask
+    assert mask.shape == (48, 48, 1) and 0 < mask.sum() < 48 * 48
+    scale = pipeline.scale
+    changed = np.abs(lq.astype(int) - 128).max(axis=2) > 40  # text, not JPEG ringing
+    ys, xs = np.nonzero(changed)
+    assert len(ys) > 0
+    assert mask[ys * scale, xs * scale].all()  # every text pixel lies inside the mask
+    batch = collate_pairs([dataset[(1, 48, (s,))] for s in range(2)])
+    assert [t.shape[1] for t in batch] == [3, 3, 1]
 
 
 def test_iterate_batches_in_process_thread_and_workers_agree(folder: Path) -> None:

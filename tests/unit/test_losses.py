@@ -57,6 +57,17 @@ def test_pixel_loss_values():
         PixelLoss("l3")
 
 
+def test_weighted_pixel_loss_is_the_weighted_mean():
+    pred = torch.zeros(1, 3, 2, 2)
+    hq = torch.zeros(1, 3, 2, 2)
+    hq[..., 0, 0] = 1.0  # only the top-left pixel is wrong, by 1 in each channel
+    weight = torch.ones(1, 1, 2, 2)
+    assert PixelLoss("l1")(pred, hq, weight).item() == pytest.approx(PixelLoss("l1")(pred, hq).item())
+    weight[..., 0, 0] = 5.0  # the wrong pixel counts 5 times: 5 of 5 + 3 weights
+    assert PixelLoss("l1")(pred, hq, weight).item() == pytest.approx(5.0 / 8.0)
+    assert PixelLoss("mse")(pred, 2 * hq, weight).item() == pytest.approx(4 * 5.0 / 8.0)
+
+
 def test_gram_matrix_shape_normalisation_and_symmetry():
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 5, 4, 6, generator=gen)

@@ -337,3 +337,20 @@ def test_a_colourisation_run_keeps_the_epoch_with_the_lowest_ab_error(photos: Pa
         rows = list(csv.DictReader(handle))
     assert [float(r["val_ab_error"]) for r in rows] == pytest.approx(errors, rel=1e-5)
     assert result.best_path is not None and result.best_path.is_file()
+
+
+def test_watermark_weight_trains_on_box_masks_and_logs_the_box_psnr(photos: Path, tmp_path: Path) -> None:
+    """loss.watermark_weight weights the text boxes in the loss; validation then reports PSNR inside them."""
+    stages = "stages=[{crop=32, batch=2, epochs=1}]"
+    model = "model={arch='compact', scale=1, widths=[8, 8, 8], blocks=[1, 1, 1]}"
+    base = [model, "data.preset=restore-x1", stages, "loss.kind=l1"]
+    losses = {}
+    for weight in (1.0, 20.0):
+        recorder = Recorder()
+        config = tiny_config(photos, *base, f"loss.watermark_weight={weight}")
+        train(config, run_dir=tmp_path / f"w{weight}", progress=False, callbacks=[recorder])
+        losses[weight] = [loss for _, loss in recorder.steps]
+        assert "psnr_watermark" in recorder.epochs[0].metrics
+    assert losses[1.0][0] != pytest.approx(losses[20.0][0])  # the same first batch, weighted differently
+    with (tmp_path / "w20.0" / "log.csv").open() as handle:
+        assert float(next(csv.DictReader(handle))["val_psnr_watermark"]) > 5

@@ -69,7 +69,7 @@ def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
         data.preset,
     )
     return DataBundle(
-        PairDataset(store, pipeline, data.augment),
+        PairDataset(store, pipeline, data.augment, with_boxes=config.loss.watermark_weight != 1),
         valset,
         int(pipeline.scale),
         len(train_items),
@@ -125,7 +125,7 @@ def build_model(config: Config, scale: int) -> torch.nn.Module:
 def calibration_batch(config: Config, dataset: PairDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The first batch of stage 0 as every process would build it alone (so all calibrate identically)."""
     plan = stage_plan(config, dataset, 0)
-    lq, hq = collate_pairs([dataset[key] for key in plan.batch_keys(0, 0)])
+    lq, hq = collate_pairs([dataset[key] for key in plan.batch_keys(0, 0)])[:2]
     return lq.float() / 255.0, hq.float() / 255.0
 
 
@@ -136,7 +136,7 @@ def build_loss(config: Config, dataset: PairDataset, scale: int) -> tuple[LossFn
     spec = config.loss
     if spec.kind != "feature":
         pixel = losses.PixelLoss(spec.kind)
-        return (lambda pred, hq: (pixel(pred, hq), {})), config
+        return (lambda pred, hq, weight=None: (pixel(pred, hq, weight), {})), config
     feature = losses.create_feature_loss(spec.vgg_weights or None, spec.layer_ids, None)
     if spec.feature_weights and spec.gram_weights:
         weights = {"feature_weights": list(spec.feature_weights), "gram_weights": list(spec.gram_weights)}

@@ -34,6 +34,7 @@ EPOCH_COLUMNS = (
     "val_ssim_y",
     "val_l1",
     "val_ab_error",  # colourisation runs only: what picks their best.safetensors
+    "val_psnr_watermark",  # watermark presets only: PSNR inside the text boxes, as `evaluate` scores it
 )
 STEP_COLUMNS = ("step", "stage", "epoch", "elapsed_s", "lr", "loss", "crops_per_s")
 

@@ -207,8 +207,7 @@ class Trainer:
             while state.stage_step < state.stage_total:
                 tuner.before_step()
                 started = time.monotonic()
-                lq, hq = next(batches)
-                loss, terms, lr, flags = self._train_step(lq, hq)
+                loss, terms, lr, flags = self._train_step(*next(batches))
                 seconds = time.monotonic() - started
                 tuner.after_step(seconds)
                 self._after_step(plan, loss, terms, lr, seconds)
@@ -244,8 +243,7 @@ class Trainer:
         batches = self._batches(plan, 0, 0)
 
         def step(lr: float) -> float:
-            lq, hq = next(batches)
-            return self._train_step(lq, hq, fixed_lr=lr)[0]
+            return self._train_step(*next(batches), fixed_lr=lr)[0]
 
         try:
             result = lr_find(step, lr_sweep(start_lr, end_lr, num_steps))
@@ -277,10 +275,15 @@ class Trainer:
         return fixed_lr
 
     def _train_step(
-        self, lq: torch.Tensor, hq: torch.Tensor, fixed_lr: float | None = None
+        self,
+        lq: torch.Tensor,
+        hq: torch.Tensor,
+        box_mask: torch.Tensor | None = None,
+        fixed_lr: float | None = None,
     ) -> tuple[float, dict[str, float], float, dict[str, bool]]:
         """Forward, backward, clip, step; returns (mean loss over processes, loss terms, lr, agreed flags).
 
+        `box_mask` (the dataset's, when `loss.watermark_weight` != 1) weights the pixels in watermark boxes.
         `fixed_lr` (the LR finder): that LR times each group's `lr_mult` instead of the schedule, and a
         non-finite loss skips the update and returns `inf` instead of stopping the run.
         """
@@ -288,7 +291,12 @@ class Trainer:
         lr = self._set_lr(fixed_lr)
         with self._autocast():
             pred = self.ddp(lq)
-        loss, terms = self.loss_fn(pred.float(), hq)
+        if box_mask is None:
+            loss, terms = self.loss_fn(pred.float(), hq)
+        else:
+            extra = self.config.loss.watermark_weight - 1.0
+            weight = 1.0 + extra * box_mask.to(self.ctx.device, non_blocking=True).float()
+            loss, terms = self.loss_fn(pred.float(), hq, weight)
         if self.config.train.debug_nan_step == self.state.step + 1:
             loss = loss * float("nan")
         self.optimizer.zero_grad(set_to_none=True)

@@ -55,7 +55,7 @@ def selection_for(preset: str) -> Selection:
 
 @dataclass
 class ValidationResult:
-    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (+ ab_error, vgg_dist when asked; means over the images)
+    metrics: dict[str, float]  # psnr_y, ssim_y, l1 (+ psnr_watermark with boxes, ab_error, vgg_dist when asked)
     outputs: list[np.ndarray]  # the first few predictions, H x W x 3 float32 (for the sample grid)
 
 
@@ -85,7 +85,7 @@ def validate(
     was_training = model.training
     model.eval()
     border = valset.scale
-    psnrs, ssims, l1s, distances, ab_errors, outputs = [], [], [], [], [], []
+    psnrs, ssims, l1s, distances, ab_errors, outputs, in_boxes = [], [], [], [], [], [], []
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
     )
@@ -97,6 +97,8 @@ def validate(
             psnrs.append(min(psnr, 100.0) if math.isfinite(psnr) else 100.0)
             ssims.append(metrics.ssim_y(pred, hq, border))
             l1s.append(float(np.abs(pred - hq).mean()))
+            for box in valset.boxes[i] if i < len(valset.boxes) else ():
+                in_boxes.append(min(metrics.psnr_in_box(pred, hq, box), 100.0))
             if perceptual is not None:
                 distances.append(perceptual(pred, hq, border))
             if colour:
@@ -107,6 +109,8 @@ def validate(
         model.train(was_training)
     n = max(1, len(psnrs))
     result = {"psnr_y": sum(psnrs) / n, "ssim_y": sum(ssims) / n, "l1": sum(l1s) / n}
+    if in_boxes:
+        result["psnr_watermark"] = sum(in_boxes) / len(in_boxes)
     if perceptual is not None:
         result["vgg_dist"] = sum(distances) / n
     if colour:
