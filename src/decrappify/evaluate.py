@@ -130,6 +130,23 @@ class Scores:
     colourfulness: float | None = None  # colour tasks only
     ab_error: float | None = None  # colour tasks only
 
+    def to_dict(self) -> dict:
+        """The scores as JSON values (None where a metric does not apply), rounded like the summary's."""
+        return {
+            "psnr_y": _rounded(self.psnr_y, 4),
+            "ssim_y": _rounded(self.ssim_y, 6),
+            "psnr_rgb": _rounded(self.psnr_rgb, 4),
+            "psnr_watermark": _rounded(self.psnr_watermark, 4),
+            "seconds": _rounded(self.seconds, 4),
+            "perceptual": _rounded(self.perceptual, 5),
+            "colourfulness": _rounded(self.colourfulness, 3),
+            "ab_error": _rounded(self.ab_error, 4),
+        }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
 
 @dataclass
 class ImageRecord:
@@ -158,20 +175,17 @@ class MethodSummary:
     ab_error: float | None = None
 
     def to_dict(self) -> dict:
-        def rounded(value: float | None, digits: int) -> float | None:
-            return None if value is None else round(value, digits)
-
         return {
             "method": self.method,
-            "psnr_y": rounded(self.psnr_y, 4),
-            "ssim_y": rounded(self.ssim_y, 6),
-            "psnr_rgb": rounded(self.psnr_rgb, 4),
-            "psnr_watermark": rounded(self.psnr_watermark, 4),
-            "seconds": rounded(self.seconds, 4),
-            "megapixels_per_second": rounded(self.megapixels_per_second, 4),
-            "perceptual": rounded(self.perceptual, 5),
-            "colourfulness": rounded(self.colourfulness, 3),
-            "ab_error": rounded(self.ab_error, 4),
+            "psnr_y": _rounded(self.psnr_y, 4),
+            "ssim_y": _rounded(self.ssim_y, 6),
+            "psnr_rgb": _rounded(self.psnr_rgb, 4),
+            "psnr_watermark": _rounded(self.psnr_watermark, 4),
+            "seconds": _rounded(self.seconds, 4),
+            "megapixels_per_second": _rounded(self.megapixels_per_second, 4),
+            "perceptual": _rounded(self.perceptual, 5),
+            "colourfulness": _rounded(self.colourfulness, 3),
+            "ab_error": _rounded(self.ab_error, 4),
         }
 
 
@@ -212,9 +226,18 @@ class EvaluationResult:
         return _mean_or_none(record.truth_colourfulness for record in self.images)
 
     def to_dict(self) -> dict:
-        """{"task", "dataset", "scale", "results"}, plus {"truth": {"colourfulness"}} for colour tasks."""
+        """{"task", "dataset", "scale", "results", "images"}, plus {"truth": {"colourfulness"}} for colour tasks.
+
+        "results" are the table's rows (means); "images" has every image's scores per method, so two methods
+        can be compared image by image (a paired test) without running them again.
+        """
         results = [summary.to_dict() for summary in self.summaries()]
+        images = [
+            {"image": record.relative, "scores": {name: record.scores[name].to_dict() for name in self.methods}}
+            for record in self.images
+        ]
         data = {"task": self.task, "dataset": self.dataset, "scale": self.scale, "results": results}
+        data["images"] = images
         truth = self.truth_colourfulness()
         if truth is not None:
             data["truth"] = {"colourfulness": round(truth, 3)}

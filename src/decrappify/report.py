@@ -62,7 +62,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_json(result: EvaluationResult, path: str | Path) -> Path:
-    """The summary as JSON: {"task", "dataset", "scale", "results": [...]} (see `EvaluationResult.to_dict`)."""
+    """The scores as JSON: {"task", "dataset", "scale", "results": [...], "images": [...]} (`EvaluationResult.to_dict`)."""
     return atomic_write_bytes(path, result.to_json().encode("utf-8"))
 
 

@@ -144,7 +144,7 @@ def test_colorize_evaluation_reports_colour_and_perceptual_columns(
 def test_other_tasks_have_no_colour_columns_and_perceptual_can_be_off(photo_dir) -> None:
     result = evaluate(photo_dir, "restore-x1", [], perceptual=False, keep_crops=False)
     data = result.to_dict()
-    assert set(data) == {"task", "dataset", "scale", "results"}
+    assert set(data) == {"task", "dataset", "scale", "results", "images"}
     (row,) = data["results"]
     assert row["perceptual"] is None and row["colourfulness"] is None and row["ab_error"] is None
     assert "VGG dist" not in result.to_markdown() and "colourfulness" not in json.dumps(data).replace(

@@ -116,12 +116,17 @@ def test_scale_one_baseline_is_the_input_itself(clean_dir: Path, task: str) -> N
 def test_json_has_exactly_the_documented_schema(clean_dir: Path, tmp_path: Path) -> None:
     result = evaluate(clean_dir, "sr-x4", [Grey(4)], keep_crops=False)
     data = json.loads(write_json(result, tmp_path / "out" / "scores.json").read_text())
-    assert set(data) == {"task", "dataset", "scale", "results"}
+    assert set(data) == {"task", "dataset", "scale", "results", "images"}
     assert (data["task"], data["dataset"], data["scale"]) == ("sr-x4", "clean", 4)
     for row in data["results"]:
         assert set(row) == RESULT_KEYS
         assert row["psnr_watermark"] is None and row["colourfulness"] is None and row["ab_error"] is None
         assert all(isinstance(row[k], float) for k in RESULT_KEYS - {"method"} - OPTIONAL_KEYS)
+    assert [image["image"] for image in data["images"]] == [record.relative for record in result.images]
+    for name, row in zip(result.methods, data["results"], strict=True):
+        per_image = [image["scores"][name]["psnr_y"] for image in data["images"]]
+        assert np.mean(per_image) == pytest.approx(row["psnr_y"], abs=1e-3)  # the mean of what is listed
+        assert set(data["images"][0]["scores"][name]) == RESULT_KEYS - {"method", "megapixels_per_second"}
 
 
 def test_markdown_has_a_row_per_method(clean_dir: Path) -> None:
