@@ -39,6 +39,11 @@ class DataConfig:
     val_crop: int = 0  # validate on a centre crop of this clean size; 0: the whole (modcropped) image
     crops_per_image: int = 1  # random crops drawn from each image per epoch (an epoch's length)
     augment: str = "hflip"  # none | hflip | dihedral (flips and 90-degree turns)
+    # crop: degrade each training crop (fast); photo: degrade the whole photo, as `evaluate` does, then crop the
+    # pair. Only "photo" sizes a watermark's text to the photo (a 128-pixel crop gets a 10-32 px text, a BSD100
+    # photo a 26-80 px one): with "crop" a model never sees the large text it is scored on.
+    degrade: str = "crop"
+    box_crops: float = 0.5  # degrade=photo: the share of crops placed over a watermark (the rest anywhere)
     cache: bool = True  # decode the training images once and keep them in memory (uint8)
     workers: int = 0  # 0: build batches in this process (best on 2 cores); N: DataLoader worker processes
     # with workers=0: build the next batch in a thread while the model computes. Off by default: on 2 cores the
@@ -331,6 +336,8 @@ def validate(config: Config) -> None:
     )
     _choice(config.optim.schedule, SCHEDULES, "optim.schedule")
     _choice(config.data.augment, AUGMENTS, "data.augment")
+    _choice(config.data.degrade, ("crop", "photo"), "data.degrade")
+    _check(0 <= config.data.box_crops <= 1, f"data.box_crops: must be in [0, 1], got {config.data.box_crops}")
     opt = config.optim
     _check(opt.lr > 0, f"optim.lr: must be > 0, got {opt.lr}")
     _check(opt.weight_decay >= 0, f"optim.weight_decay: must be >= 0, got {opt.weight_decay}")

@@ -131,10 +131,19 @@ class PairDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, store: ImageStore, pipeline: Callable, augment: str = "hflip", *, with_boxes: bool = False
+        self,
+        store: ImageStore,
+        pipeline: Callable,
+        augment: str = "hflip",
+        *,
+        with_boxes: bool = False,
+        degrade_photo: bool = False,
+        box_crops: float = 0.5,
     ):
         self.store, self.pipeline, self.augment = store, pipeline, augment
         self.with_boxes = with_boxes  # also return `box_mask` of the watermark boxes (for a weighted loss)
+        self.degrade_photo = degrade_photo  # degrade the whole photo, then crop (`DataConfig.degrade`)
+        self.box_crops = box_crops  # with degrade_photo: the share of crops placed over a watermark box
 
     def __len__(self) -> int:
         return len(self.store)
@@ -144,11 +153,16 @@ class PairDataset(torch.utils.data.Dataset):
         index, crop, seed = key
         rng = np.random.default_rng(seed)
         image = self.store[index]
+        if self.degrade_photo:
+            lq, patch, boxes, scale = self._degrade_then_crop(image, crop, rng)
+            if self.with_boxes:
+                return lq, patch, box_mask(boxes, scale, patch.shape[:2])
+            return lq, patch
         top = int(rng.integers(0, image.shape[0] - crop + 1))
         left = int(rng.integers(0, image.shape[1] - crop + 1))
         patch = np.ascontiguousarray(_augment(image[top : top + crop, left : left + crop], self.augment, rng))
         degraded = self.pipeline(Image.fromarray(patch), rng)
-        lq = np.asarray(degraded.image if degraded.image.mode == "RGB" else degraded.image.convert("RGB"))
+        lq = _rgb_array(degraded.image)
         expected = crop // degraded.scale
         if lq.shape[:2] != (expected, expected):
             raise ConfigError(
@@ -158,6 +172,46 @@ class PairDataset(torch.utils.data.Dataset):
         if self.with_boxes:
             return lq, patch, box_mask(degraded.boxes, degraded.scale, patch.shape[:2])
         return lq, patch
+
+
+    def _degrade_then_crop(
+        self, image: np.ndarray, crop: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]], int]:
+        """Degrade the whole augmented photo, then cut the same crop from both sides.
+
+        Returns (lq crop, hq crop, the watermark boxes moved into the crop, in lq pixels, scale). With probability
+        `box_crops` the crop is placed around a random pixel of a watermark box, else anywhere: a photo's text
+        covers ~8 % of it, so uniform crops alone would rarely show the model a whole word.
+        """
+        from decrappify.degrade import modcrop
+
+        photo = Image.fromarray(np.ascontiguousarray(_augment(image, self.augment, rng)))
+        scale = int(getattr(self.pipeline, "scale", 1))
+        photo = modcrop(photo, scale)
+        degraded = self.pipeline(photo, rng)
+        scale = int(degraded.scale)
+        lq_photo, hq_photo = _rgb_array(degraded.image), np.asarray(photo)
+        small = crop // scale  # the crop on the degraded photo
+        height, width = lq_photo.shape[:2]
+        if degraded.boxes and rng.random() < self.box_crops:
+            left, top, right, bottom = degraded.boxes[int(rng.integers(len(degraded.boxes)))]
+            x, y = int(rng.integers(left, right)), int(rng.integers(top, bottom))  # a pixel of the box
+            x0, y0 = x - int(rng.integers(0, small)), y - int(rng.integers(0, small))
+        else:
+            x0, y0 = int(rng.integers(0, width - small + 1)), int(rng.integers(0, height - small + 1))
+        x0, y0 = min(max(x0, 0), width - small), min(max(y0, 0), height - small)
+        lq = np.ascontiguousarray(lq_photo[y0 : y0 + small, x0 : x0 + small])
+        hq = np.ascontiguousarray(hq_photo[y0 * scale : (y0 + small) * scale, x0 * scale : (x0 + small) * scale])
+        boxes = [
+            (max(l - x0, 0), max(t - y0, 0), min(r - x0, small), min(b - y0, small))
+            for l, t, r, b in degraded.boxes
+            if l - x0 < small and t - y0 < small and r - x0 > 0 and b - y0 > 0
+        ]
+        return lq, hq, boxes, scale
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def box_mask(boxes: Sequence[Sequence[int]], scale: int, shape: tuple[int, int]) -> np.ndarray:

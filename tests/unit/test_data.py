@@ -153,6 +153,36 @@ def test_with_boxes_the_mask_covers_the_pixels_the_watermark_changed(tmp_path: P
     assert [t.shape[1] for t in batch] == [3, 3, 1]
 
 
+def test_degrade_photo_crops_the_degraded_whole_photo(folder: Path) -> None:
+    store = ImageStore([p for p, _ in list_images([folder])])
+    dataset = PairDataset(store, create_preset("sr-x4"), augment="none", degrade_photo=True)
+    lq, hq = dataset[(2, 16, (0, 7))]
+    assert lq.shape == (4, 4, 3) and hq.shape == (16, 16, 3)
+    photo = store[2]  # 48 x 40: already a multiple of 4
+    whole_lq = np.asarray(Image.fromarray(photo).resize((10, 12), Image.Resampling.BICUBIC))
+    hits = [(t, s) for t in range(9) for s in range(7) if np.array_equal(whole_lq[t : t + 4, s : s + 4], lq)]
+    assert any(np.array_equal(photo[4 * t : 4 * t + 16, 4 * s : 4 * s + 16], hq) for t, s in hits)
+    assert np.array_equal(dataset[(2, 16, (0, 7))][0], lq)  # reproducible
+
+
+def test_degrade_photo_sizes_the_text_to_the_photo_and_box_crops_find_it(tmp_path: Path) -> None:
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(flat)
+    store = ImageStore([flat])
+    pipeline = create_preset("restore-x1")
+    dataset = PairDataset(store, pipeline, augment="hflip", with_boxes=True, degrade_photo=True, box_crops=1.0)
+    for seed in range(6):
+        lq, hq, mask = dataset[(0, 48, (seed,))]
+        assert lq.shape == hq.shape == (48, 48, 3) and mask.shape == (48, 48, 1)
+        changed = np.abs(lq.astype(int) - 128).max(axis=2) > 40
+        near = np.pad(mask[..., 0], 8)  # JPEG rings up to a block (8 px) past the text's box
+        near = np.lib.stride_tricks.sliding_window_view(near, (17, 17)).max(axis=(2, 3))
+        assert mask.any() and near[changed].all()  # every crop shows text, all of it at the mask
+    text = PairDataset(store, pipeline, degrade_photo=True, box_crops=0.0, with_boxes=True)
+    boxes = [text._degrade_then_crop(store[0], 48, np.random.default_rng(s))[2] for s in range(20)]
+    assert any(not b for b in boxes)  # crops placed anywhere often miss the text
+
+
 def test_iterate_batches_in_process_thread_and_workers_agree(folder: Path) -> None:
     store = ImageStore([p for p, _ in list_images([folder])])
     dataset = PairDataset(store, create_preset("sr-x4"), augment="dihedral")

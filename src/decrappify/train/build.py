@@ -69,7 +69,14 @@ def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
         data.preset,
     )
     return DataBundle(
-        PairDataset(store, pipeline, data.augment, with_boxes=config.loss.watermark_weight != 1),
+        PairDataset(
+            store,
+            pipeline,
+            data.augment,
+            with_boxes=config.loss.watermark_weight != 1,
+            degrade_photo=data.degrade == "photo",
+            box_crops=data.box_crops,
+        ),
         valset,
         int(pipeline.scale),
         len(train_items),
