@@ -234,6 +234,25 @@ def test_time_budget_fits_the_cycle_into_the_budget(photos: Path, tmp_path: Path
     assert lrs[-1] < 0.02 * config.optim.lr  # the cycle ran (close) to its end: annealed, not cut at its peak
 
 
+def test_a_resume_with_another_time_budget_moves_the_stages_end() -> None:
+    from decrappify.train.budget import TimeBudget
+    from decrappify.train.distributed import DistContext
+
+    state = TrainState(elapsed=100.0)
+    budget = TimeBudget(10.0, DistContext())
+    budget.start_stage(state, [1.0])  # a stage starting at 100 s of a 10-minute budget
+    assert (state.stage_started, state.stage_budget) == (100.0, 500.0)
+    state.stage_step, state.stage_total, state.elapsed = 500, 1000, 400.0  # stopped here, then --resume
+    budget.resume_stage(state, [1.0])
+    assert state.stage_budget == 500.0  # unchanged budget: unchanged share
+    budget = TimeBudget(8.0, DistContext())  # --resume train.time_budget_minutes=8
+    budget.resume_stage(state, [1.0])
+    assert state.stage_budget == 380.0 and budget.over(state, 480.0) and not budget.over(state, 470.0)
+    assert budget.after_epoch(state) == 500 + int(80 / (300 / 500))  # re-planned: 80 s left at 0.6 s a step
+    TimeBudget(0.0, DistContext()).resume_stage(state, [1.0])
+    assert state.stage_budget == 0.0  # no budget now: no stop on time
+
+
 @pytest.fixture
 def one_thread():
     previous = torch.get_num_threads()

@@ -43,6 +43,17 @@ class TimeBudget:
         state.stage_total = PROVISIONAL_STEPS
         self._mark = None
 
+    def resume_stage(self, state: TrainState, weights: list[float]) -> None:
+        """A stage resumed mid-way: its share, from where it started, of the budget as configured *now*.
+
+        The same share `start_stage` gave it when the budget is unchanged; a `--resume` with another
+        `train.time_budget_minutes` moves the stage's end (and, at the next epoch, its planned length). Without a
+        budget now, the stage keeps the length it was planned at and no longer stops on time.
+        """
+        share = max(1.0, self.seconds - state.stage_started) * weights[0] / sum(weights) if self.enabled else 0.0
+        state.stage_budget = float(distributed.broadcast_object(self.ctx, share))
+        self._mark = None
+
     def over(self, state: TrainState, elapsed: float) -> bool:
         """Rank 0's verdict: this stage has used its share."""
         return bool(
