@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from decrappify.degrade import modcrop, scale_box
 from decrappify.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -183,13 +184,9 @@ class PairDataset(torch.utils.data.Dataset):
         `box_crops` the crop is placed around a random pixel of a watermark box, else anywhere: a photo's text
         covers ~8 % of it, so uniform crops alone would rarely show the model a whole word.
         """
-        from decrappify.degrade import modcrop
-
-        photo = Image.fromarray(np.ascontiguousarray(_augment(image, self.augment, rng)))
-        scale = int(getattr(self.pipeline, "scale", 1))
-        photo = modcrop(photo, scale)
+        scale = int(self.pipeline.scale)
+        photo = modcrop(Image.fromarray(np.ascontiguousarray(_augment(image, self.augment, rng))), scale)
         degraded = self.pipeline(photo, rng)
-        scale = int(degraded.scale)
         lq_photo, hq_photo = _rgb_array(degraded.image), np.asarray(photo)
         small = crop // scale  # the crop on the degraded photo
         height, width = lq_photo.shape[:2]
@@ -217,8 +214,9 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
 def box_mask(boxes: Sequence[Sequence[int]], scale: int, shape: tuple[int, int]) -> np.ndarray:
     """H x W x 1 uint8 mask, 1 inside any of `boxes` (given on the degraded image, so scaled up by `scale`)."""
     mask = np.zeros((*shape, 1), dtype=np.uint8)
-    for left, top, right, bottom in boxes:
-        mask[top * scale : bottom * scale, left * scale : right * scale] = 1
+    for box in boxes:
+        left, top, right, bottom = scale_box(box, scale)
+        mask[top:bottom, left:right] = 1
     return mask
 
 
@@ -372,7 +370,7 @@ def build_validation(
     items: Sequence[tuple[Path, str]], pipeline: Callable, *, seed: int, crop: int = 0
 ) -> ValidationSet:
     """Each image modcropped (and centre-cropped to `crop` if given), degraded with `rng_for(seed, key)`."""
-    from decrappify.degrade import modcrop, rng_for
+    from decrappify.degrade import rng_for
 
     scale = int(pipeline.scale)
     names, lqs, hqs, boxes = [], [], [], []
@@ -383,5 +381,5 @@ def build_validation(
         names.append(key)
         lqs.append(torch.from_numpy(lq.transpose(2, 0, 1).copy()).unsqueeze(0))
         hqs.append(np.asarray(image, dtype=np.float32) / 255.0)
-        boxes.append([tuple(int(v) * int(degraded.scale) for v in box) for box in degraded.boxes])
+        boxes.append(degraded.clean_boxes())
     return ValidationSet(names, lqs, hqs, scale, boxes)

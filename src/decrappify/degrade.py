@@ -61,6 +61,16 @@ class Degraded:
     boxes: list[Box] = field(default_factory=list)  # watermark boxes, in `image`'s coordinates
     scale: int = 1  # clean size = degraded size * scale (after `modcrop` of the clean image)
 
+    def clean_boxes(self) -> list[Box]:
+        """The watermark boxes in the clean image's pixels (where they are scored and weighted)."""
+        return [scale_box(box, self.scale) for box in self.boxes]
+
+
+def scale_box(box: Box | tuple[int, ...], scale: int) -> Box:
+    """A box on a degraded image, in the pixels of the image `scale` times larger."""
+    left, top, right, bottom = (int(v) * int(scale) for v in box)
+    return left, top, right, bottom
+
 
 class Degradation(ABC):
     """One step of a pipeline. Subclasses are frozen dataclasses: picklable, and their repr names every option."""

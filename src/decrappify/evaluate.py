@@ -437,7 +437,7 @@ def evaluate_image(
         raise InputError(path, f"degraded to {lq_image.size}, expected {clean.size} / {scale}")
     hq = metrics.modcrop_array(picture.rgb, scale)
     lq = np.asarray(lq_image, dtype=np.float32) / 255.0
-    boxes = [_scale_box(box, int(degraded.scale)) for box in degraded.boxes]
+    boxes = degraded.clean_boxes()
     record = ImageRecord(relative, {}, choose_crop(hq, boxes, scale))
     reference = perceptual.reference(hq, scale) if perceptual is not None else None
     if colour:
@@ -487,11 +487,6 @@ def score(pred: np.ndarray, hq: np.ndarray, border: int, boxes: Sequence[Box], s
         seconds=seconds,
         megapixels=pred.shape[0] * pred.shape[1] / 1e6,
     )
-
-
-def _scale_box(box: Sequence[int], scale: int) -> Box:
-    left, top, right, bottom = (int(v) * scale for v in box)
-    return left, top, right, bottom
 
 
 def _crop(arr: np.ndarray, box: Sequence[int]) -> np.ndarray:

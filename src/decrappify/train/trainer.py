@@ -174,7 +174,7 @@ class Trainer:
                 self.budget.start_stage(state, [s.epochs for s in self.config.stages[index:]])
             else:
                 state.stage_total = build.planned_steps(self.config, index, plan.batches_per_epoch)
-        elif state.stage_budget > 0 or self.budget.enabled:
+        else:
             self.budget.resume_stage(state, [s.epochs for s in self.config.stages[index:]])
         self.schedule = Schedule.from_config(self.config.optim, state.stage_total)
         total = 0 if state.stage_total == PROVISIONAL_STEPS else state.stage_total  # 0: not known yet
