@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from decrappify.degrade import modcrop, scale_box
+from decrappify.degrade import modcrop, rng_for, scale_box
 from decrappify.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -370,8 +370,6 @@ def build_validation(
     items: Sequence[tuple[Path, str]], pipeline: Callable, *, seed: int, crop: int = 0
 ) -> ValidationSet:
     """Each image modcropped (and centre-cropped to `crop` if given), degraded with `rng_for(seed, key)`."""
-    from decrappify.degrade import rng_for
-
     scale = int(pipeline.scale)
     names, lqs, hqs, boxes = [], [], [], []
     for path, key in items:
