@@ -100,16 +100,19 @@ class Bicubic:
 class ModelMethod:
     """One of our models, through `infer.Restorer` (loaded once; each call is stateless)."""
 
-    def __init__(self, name_or_path: str | Path, scale: int, label: str | None = None):
+    def __init__(
+        self, name_or_path: str | Path, scale: int, label: str | None = None, ensemble: str = "none"
+    ):
         # Imported here: torch and the model code are only needed when a model is actually evaluated.
         from decrappify.infer import Restorer
 
-        self.restorer = Restorer.from_pretrained(name_or_path)
+        self.restorer = Restorer.from_pretrained(name_or_path, ensemble=ensemble)
         if self.restorer.scale != scale:
             raise ConfigError(
                 f"model {name_or_path} upscales x{self.restorer.scale} but this task needs x{scale}"
             )
-        self.name = label or self.restorer.name
+        suffix = "" if ensemble == "none" else f" +{ensemble}"  # EDSR's "+" names its self-ensemble rows
+        self.name = label or self.restorer.name + suffix
         self.scale = scale
 
     def __call__(self, rgb_lq: np.ndarray) -> np.ndarray:
@@ -320,9 +323,15 @@ def find_images(data_dir: str | Path) -> list[tuple[Path, str]]:
 
 
 def create_methods(
-    specs: Sequence[str | Method], scale: int, peers_dir: str | Path | None = None
+    specs: Sequence[str | Method],
+    scale: int,
+    peers_dir: str | Path | None = None,
+    ensemble: str = "none",
 ) -> list[Method]:
-    """The baseline, then peers from `peers_dir`, then each spec (a name, a path, or a ready `Method`)."""
+    """The baseline, then peers from `peers_dir`, then each spec (a name, a path, or a ready `Method`).
+
+    `ensemble` applies to the models named by specs (see `decrappify.ensemble`).
+    """
     methods: list[Method] = [Bicubic(scale)]
     if peers_dir is not None:
         from decrappify.peers import load_peers  # OpenCV is optional: only imported when peers are asked for
@@ -335,7 +344,7 @@ def create_methods(
         elif spec.lower() not in (BASELINE, "input") and spec not in seen:  # the baseline is there once
             seen.add(spec)
             label, target = split_label(spec)
-            methods.append(ModelMethod(target, scale, label))
+            methods.append(ModelMethod(target, scale, label, ensemble))
     return _unique_names(methods)
 
 
@@ -378,18 +387,19 @@ def evaluate(
     keep_crops: bool = True,
     progress: bool = False,
     perceptual: PerceptualDistance | bool | None = None,
+    ensemble: str = "none",
 ) -> EvaluationResult:
     """Degrade every image under `data_dir` with `task`'s preset and score the baseline, peers and `methods`.
 
     Unreadable or too-small images are logged, skipped and listed in `result.failed`; if none is left,
     `InputError`. `keep_crops` keeps the small crops `write_report` needs. `perceptual`: None scores the VGG
     distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
-    `PerceptualDistance`.
+    `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (`decrappify.ensemble`).
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)
     images = find_images(data_dir)
-    chosen = create_methods(methods, scale, peers_dir)
+    chosen = create_methods(methods, scale, peers_dir, ensemble)
     _warm_up(chosen)
     distance = resolve_perceptual(perceptual)
     colour = task in COLOUR_TASKS

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from decrappify.backends import LoadedModel, Runner, TorchRunner, load_runner
+from decrappify.ensemble import check_ensemble, self_ensemble
 from decrappify.errors import ConfigError, InputError
 from decrappify.tiling import DEFAULT_MIN_TILE, restore_tiled
 from decrappify.zoo import resolve_model
@@ -58,6 +59,7 @@ class Restorer:
         tile_overlap: int | None = None,
         min_tile: int = DEFAULT_MIN_TILE,
         render_size: int | None = None,
+        ensemble: str = "none",
     ):
         self._runner: Runner = loaded.runner
         self.config: dict[str, Any] = dict(loaded.config)
@@ -75,6 +77,7 @@ class Restorer:
         if render_size < 0:
             raise ConfigError(f"render size cannot be negative, got {render_size}")
         self.render_size = int(render_size)  # colourisation only; 0: run the model at full size
+        self.ensemble = check_ensemble(ensemble)  # see `decrappify.ensemble`: views averaged per tile
 
     @classmethod
     def from_pretrained(
@@ -88,18 +91,28 @@ class Restorer:
         threads: int | None = None,
         opt_level: str = "all",
         render_size: int | None = None,
+        ensemble: str = "none",
     ) -> Restorer:
         """Load a shipped model by name or a model file by path (`.safetensors`; `.onnx` with backend="onnx").
 
         `tile` is the core size in input pixels (0: whole picture); each model call sees at most
         `tile + 2 * tile_overlap` pixels a side; `tile_overlap=None` picks one from the model's stride.
         `threads` and `opt_level` apply to ONNX Runtime only. `render_size` (colourisation): the longer side the
-        model sees (None: the model file's `info["render_size"]`, else 512; 0: full size).
+        model sees (None: the model file's `info["render_size"]`, else 512; 0: full size). `ensemble`: average
+        the model over mirrored ("flip", 2 calls) or all eight turned and mirrored views ("dihedral") of each
+        tile, for ~0.1 dB at that many times the time (`decrappify.ensemble` says which models suit which).
         """
         path = resolve_model(name_or_path)
         loaded = load_runner(path, backend=backend, device=device, threads=threads, opt_level=opt_level)
         name = str(loaded.info.get("name") or path.stem)
-        return cls(loaded, name=name, tile=tile, tile_overlap=tile_overlap, render_size=render_size)
+        return cls(
+            loaded,
+            name=name,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            render_size=render_size,
+            ensemble=ensemble,
+        )
 
     @property
     def backend(self) -> str:
@@ -114,7 +127,7 @@ class Restorer:
         """(N, 3, h, w) float32 CPU tensor in [0, 1] -> (N, 3, h*s, w*s) on the CPU, clamped to [0, 1]."""
         with torch.inference_mode():
             pred = restore_tiled(
-                self._runner,
+                self_ensemble(self._runner, self.ensemble),
                 lq,
                 scale=self.scale,
                 tile=self.tile,
@@ -161,7 +174,8 @@ class Restorer:
 
     def __repr__(self) -> str:
         return (
-            f"Restorer(name={self.name!r}, task={self.task!r}, scale={self.scale}, backend={self.backend!r})"
+            f"Restorer(name={self.name!r}, task={self.task!r}, scale={self.scale}, backend={self.backend!r}"
+            + (f", ensemble={self.ensemble!r})" if self.ensemble != "none" else ")")
         )
 
 

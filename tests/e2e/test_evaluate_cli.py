@@ -69,3 +69,12 @@ def test_peers_add_rows(clean_dir: Path, tmp_path: Path, capsys) -> None:
     (peers / "ESPCN_x4.pb").symlink_to(PEERS / "ESPCN_x4.pb")
     assert main(["-q", "evaluate", str(clean_dir), "--task", "sr-x4", "--peers", str(peers)]) == 0
     assert "| ESPCN (opencv) | " in capsys.readouterr().out
+
+
+def test_ensemble_rows_are_named_and_scored(clean_dir: Path, x4_model_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s.json"
+    args = ["-q", "evaluate", str(clean_dir), "--task", "sr-x4", "--model", str(x4_model_file), "--no-perceptual"]
+    assert main([*args, "--ensemble", "dihedral", "--json", str(out)]) == 0
+    assert "| tiny-x4 +dihedral | " in capsys.readouterr().out
+    methods = [row["method"] for row in json.loads(out.read_text())["results"]]
+    assert methods == ["bicubic", "tiny-x4 +dihedral"]

@@ -111,3 +111,16 @@ def test_threads_option(model_file: Path, photos: Path, tmp_path: Path, capsys) 
         assert "--threads: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_ensemble_option_changes_the_picture_and_rejects_unknown_names(
+    model_file: Path, photos: Path, tmp_path: Path, capsys
+) -> None:
+    base = ["-q", "restore", str(photos / "a.png"), "--model", str(model_file)]
+    assert main([*base, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*base, "-o", str(tmp_path / "flip"), "--ensemble", "flip"]) == 0
+    plain, flip = read_image(tmp_path / "plain" / "a.png"), read_image(tmp_path / "flip" / "a.png")
+    assert plain.size == flip.size == (48, 40) and np.abs(plain.rgb - flip.rgb).max() > 1 / 255
+    assert np.array_equal(plain.alpha, flip.alpha)  # alpha is resized, never ensembled
+    assert main([*base, "-o", str(tmp_path / "x"), "--ensemble", "x8"]) == 2
+    assert "invalid choice: 'x8'" in capsys.readouterr().err

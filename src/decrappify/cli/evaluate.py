@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from decrappify.ensemble import ENSEMBLES
 from decrappify.evaluate import TASKS, evaluate, write_json, write_report
 
 log = logging.getLogger("decrappify")
@@ -49,6 +50,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="skip the VGG perceptual distance (scored by default when VGG16 weights are found; one VGG16 pass "
         "per image and method, the slowest part of an evaluation on a CPU)",
     )
+    parser.add_argument(
+        "--ensemble",
+        choices=tuple(ENSEMBLES),
+        default="none",
+        help="score the models as self-ensembles: 'flip' averages 2 mirrored views, 'dihedral' all 8 turns and "
+        "mirrors (rows get a '+flip' / '+dihedral' suffix; that many times slower; default none)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         keep_crops=args.report is not None,
         progress=not args.quiet,
         perceptual=args.perceptual,
+        ensemble=args.ensemble,
     )
     print(result.to_markdown(), end="")
     if args.json:

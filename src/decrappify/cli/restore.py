@@ -9,6 +9,7 @@ from pathlib import Path
 from decrappify.backends import BACKENDS, DEVICES
 from decrappify.batch import BatchItem, collect_inputs, output_path, run_batch
 from decrappify.cli.options import add_max_pixels, add_threads, apply_threads
+from decrappify.ensemble import ENSEMBLES
 from decrappify.imageio import WRITE_FORMATS, read_image, write_image
 from decrappify.infer import DEFAULT_TILE, Restorer
 from decrappify.zoo import DEFAULT_MODEL
@@ -53,6 +54,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="context around each tile in input pixels (default: from the model, at least 32)",
     )
     parser.add_argument(
+        "--ensemble",
+        choices=tuple(ENSEMBLES),
+        default="none",
+        help="average the model over mirrored views ('flip', 2x the time) or all 8 turns and mirrors "
+        "('dihedral', 8x; for models trained with turns, like sr-x4): about 0.1 dB better (default none)",
+    )
+    parser.add_argument(
         "--device", choices=DEVICES, default="auto", help="where the model runs (default auto)"
     )
     parser.add_argument(
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         threads=args.threads,
+        ensemble=args.ensemble,
     )
     log.info("model %s: x%d %s, on %s", restorer.name, restorer.scale, restorer.task, restorer.device)
     out_dir = Path(args.output)

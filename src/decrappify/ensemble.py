@@ -1,0 +1,82 @@
+"""Self-ensemble: run a model on turned and mirrored copies of its input and average the answers.
+
+EDSR's "+" models (Lim et al., 2017) showed that averaging the eight dihedral views (identity, three quarter
+turns, and the mirror of each) lifts a super-resolution network's PSNR by about 0.1 dB at no training cost: each
+view's errors are partly independent, the truth is the same in all of them. The price is one model call per
+view, so it is an opt-in for users who want the best picture and can wait, never the default.
+
+Which views are safe depends on how the model was trained. A model that saw only left-right mirrors (the
+watermark-removing models: their text is always drawn left to right) has never seen turned or upside-down text,
+so for them `"flip"` (two views) is the honest choice; `"dihedral"` (eight) is for models trained with turns
+(`data.augment = "dihedral"`, as `sr-x4`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from decrappify.errors import ConfigError
+
+__all__ = ["ENSEMBLES", "View", "check_ensemble", "self_ensemble", "views_for"]
+
+#: Ensemble name -> number of views (model calls per tile).
+ENSEMBLES = {"none": 1, "flip": 2, "dihedral": 8}
+
+View = tuple[int, bool]
+"""(quarter turns, mirror first): mirror left-right if set, then turn by 90 degrees `turns` times."""
+
+ModelFn = Callable[[Tensor], Tensor]
+
+
+def check_ensemble(name: str) -> str:
+    """`name` if it is an ensemble, else a ConfigError listing the choices."""
+    if name not in ENSEMBLES:
+        raise ConfigError(f"unknown ensemble '{name}'; choose one of: {', '.join(ENSEMBLES)}")
+    return name
+
+
+def views_for(name: str) -> list[View]:
+    """The views an ensemble averages, the identity first."""
+    check_ensemble(name)
+    if name == "none":
+        return [(0, False)]
+    if name == "flip":
+        return [(0, False), (0, True)]
+    return [(turns, mirror) for mirror in (False, True) for turns in range(4)]
+
+
+def _apply(x: Tensor, view: View) -> Tensor:
+    turns, mirror = view
+    if mirror:
+        x = x.flip(-1)
+    return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+
+
+def _undo(x: Tensor, view: View) -> Tensor:
+    turns, mirror = view
+    if turns:
+        x = torch.rot90(x, -turns, dims=(-2, -1))
+    return x.flip(-1) if mirror else x
+
+
+def self_ensemble(model_fn: ModelFn, name: str) -> ModelFn:
+    """`model_fn` averaged over the views of ensemble `name` (`model_fn` itself for "none").
+
+    The average is taken in float32 on the CPU, view by view, so memory stays at one extra output.
+    """
+    views = views_for(name)
+    if len(views) == 1:
+        return model_fn
+
+    def averaged(lq: Tensor) -> Tensor:
+        total: Tensor | None = None
+        for view in views:
+            pred = _undo(model_fn(_apply(lq, view)).float().cpu(), view)
+            total = pred if total is None else total.add_(pred)
+        assert total is not None
+        return total.div_(len(views))
+
+    return averaged
