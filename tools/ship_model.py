@@ -11,6 +11,8 @@ What it does, so every shipped file and every figure on its card comes from one 
    shipped model trains on; for sr-x4 also Set5 and Set14), with bicubic and, at x4, the OpenCV peers in
    ../shared/models/peers; perceptual distance off (run `decrappify evaluate` for it);
 3. `decrappify.benchmark` its speed (torch, channels-last, 512x512 output, 2 threads and 1);
+   with `--ensemble flip` the file names that self-ensemble as its default (`decrappify.ensemble`), so the
+   evaluation and the speed are both of the model as users run it; the plain model's scores are listed too;
 4. keep everything measured in `docs/models/<name>.json`, render `docs/models/<name>.md` from it, and write the
    registry entry (`src/decrappify/models/registry.json`) with the headline metrics `decrappify models` lists.
 """
@@ -27,7 +29,8 @@ from pathlib import Path
 import torch
 
 from decrappify.benchmark import benchmark
-from decrappify.evaluate import evaluate
+from decrappify.ensemble import ENSEMBLES, views_for
+from decrappify.evaluate import Method, ModelMethod, evaluate
 from decrappify.nn.models import gflops_per_output_megapixel
 from decrappify.weights import load_model, save_model
 from decrappify.zoo import MODELS_DIR, REGISTRY_FILE
@@ -78,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="wall-clock training minutes those commands took (added to the card's training time)",
     )
+    parser.add_argument(
+        "--ensemble",
+        choices=tuple(ENSEMBLES),
+        default="none",
+        help="the self-ensemble the shipped file runs as by default (default none: the plain model)",
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed benchmark (machine busy)")
     return parser.parse_args(argv)
 
@@ -91,10 +100,16 @@ def this_machine() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), no GPU, PyTorch {torch.__version__}"
 
 
-def ship_file(source: Path, name: str, description: str) -> tuple[Path, torch.nn.Module, dict, dict]:
-    """Re-save `source` as fp16 under the package's models folder, named `name`; refuse files over 10 MB."""
+def ship_file(
+    source: Path, name: str, description: str, ensemble: str = "none"
+) -> tuple[Path, torch.nn.Module, dict, dict]:
+    """Re-save `source` as fp16 under the package's models folder, named `name`, to run as `ensemble` by
+    default; refuse files over 10 MB."""
     model, config, info = load_model(source)
     info = {**info, "name": name, "description": description, "shipped_from": str(source)}
+    info.pop("ensemble", None)
+    if ensemble != "none":
+        info["ensemble"] = ensemble
     target = save_model(model, MODELS_DIR / f"{name}.safetensors", config, info, dtype=torch.float16)
     size = target.stat().st_size
     if size > MAX_BYTES:
@@ -105,11 +120,15 @@ def ship_file(source: Path, name: str, description: str) -> tuple[Path, torch.nn
     return target, model, config, info
 
 
-def evaluation_tables(path: Path, task: str) -> list[dict]:
+def evaluation_tables(path: Path, task: str, scale: int, ensemble: str = "none") -> list[dict]:
+    """Each evaluation set's table; a model that runs as an ensemble also gets its plain model's row."""
     peers = SHARED / "models" / "peers" if task in PEER_TASKS else None
     tables = []
     for label, folder in EVAL_SETS[task]:
-        result = evaluate(SHARED / folder, task, [str(path)], peers_dir=peers, keep_crops=False,
+        methods: list[str | Method] = [str(path)]
+        if ensemble != "none":
+            methods.append(ModelMethod(path, scale, ensemble="none"))
+        result = evaluate(SHARED / folder, task, methods, peers_dir=peers, keep_crops=False,
                           progress=True, perceptual=False)  # fmt: skip
         tables.append({"set": label, "markdown": result.to_markdown(), "summary": result.to_dict()})
         print(result.to_markdown())
@@ -162,8 +181,23 @@ def training_commands(before: list[str], command: str) -> str:
     return f"- Training commands, in order (run from the repository root):\n\n{steps}\n"
 
 
+def ensemble_lines(name: str, ensemble: str) -> list[str]:
+    """The card's word on a default self-ensemble (nothing for a plain model)."""
+    if ensemble == "none":
+        return []
+    views = len(views_for(ensemble))
+    return [
+        f"- Runs as a `{ensemble}` self-ensemble by default: each tile is restored {views} times (as is and "
+        + ("mirrored" if ensemble == "flip" else "turned and mirrored")
+        + f") and the results averaged (`decrappify.ensemble`); the scores and the speed below are of that. "
+        f"`--ensemble none` runs the plain model, {views}x faster: its scores are the `{name} (no ensemble)` rows."
+    ]
+
+
 def render_card(card: dict) -> str:
     info = card["info"]
+    ensemble = str(info.get("ensemble") or "none")
+    ensemble_option = f" --ensemble {ensemble}" if ensemble != "none" else ""
     hours, rest = divmod(int(info.get("train_seconds", 0)), 3600)
     lines = [
         f"# {card['name']}",
@@ -178,7 +212,8 @@ def render_card(card: dict) -> str:
         training_commands(card.get("before", []), str(info.get("command"))),
         (
             f"- Shipped with: `python tools/ship_model.py {info.get('shipped_from')} --name {card['name']} "
-            f'--config {card["config"]} --description "..."` (fp16 copy, evaluation, speed, this card).'
+            f'--config {card["config"]}{ensemble_option} --description "..."` (fp16 copy, evaluation, speed, '
+            "this card)."
         ),
         (
             f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
@@ -202,6 +237,7 @@ def render_card(card: dict) -> str:
             f"{card['parameters'] / 1e6:.2f} M parameters, {card['gflops_per_mp']:.1f} GFLOPs per output megapixel, "
             f"{card['size_bytes'] / 1e6:.2f} MB file (fp16 safetensors)."
         ),
+        *ensemble_lines(card["name"], ensemble),
         "",
         "## Evaluation",
         "",
@@ -238,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.model is None:
             sys.exit("give the run's model file (or --reuse)")
-        path, model, config, info = ship_file(args.model, args.name, args.description)
+        path, model, config, info = ship_file(args.model, args.name, args.description, args.ensemble)
         old = json.loads(card_json.read_text(encoding="utf-8")) if card_json.is_file() else {}
         card = {
             "name": args.name,
@@ -253,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             "limitations": old.get("limitations", ""),
             "before": args.before,
             "before_minutes": args.before_minutes,
-            "evaluation": evaluation_tables(path, info["task"]),
+            "evaluation": evaluation_tables(path, info["task"], int(info["scale"]), args.ensemble),
         }
     if args.limitations:
         card["limitations"] = args.limitations

@@ -5,6 +5,9 @@ optimisation level) and thread count: output megapixels per second (median of ti
 model's cost in GFLOPs per output megapixel (torch's FLOP counter: convolutions and matrix products), the
 GFLOP/s that makes, this machine's measured peak (an fp32 matrix product), and the fraction of it. The
 library measures; the CLI prints `BenchmarkResult.to_markdown()`.
+
+A model file that names a self-ensemble (`decrappify.ensemble`) is timed as it runs by default, every view
+included, and its GFLOPs per megapixel count every view: the speed a card states is the speed a user gets.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from decrappify.backends import OnnxRunner, TorchRunner, size_multiple_of
+from decrappify.ensemble import check_ensemble, model_ensemble, self_ensemble, views_for
 from decrappify.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,13 +71,16 @@ class BenchmarkResult:
     peak_matmul_size: int = PEAK_MATMUL_SIZE
     rows: list[BenchmarkRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ensemble: str = "none"  # the self-ensemble timed; gflops_per_mp counts all its views
 
     def to_markdown(self) -> str:
         """A markdown table with a short header, ready to paste into docs."""
+        views = len(views_for(self.ensemble))
+        ensemble = f", as a {self.ensemble} self-ensemble of {views} views" if views > 1 else ""
         lines = [
             (
                 f"model: {self.model_name} (x{self.scale}, {self.parameters / 1e6:.2f} M parameters, "
-                f"{self.gflops_per_mp:.1f} GFLOPs per output megapixel)"
+                f"{self.gflops_per_mp:.1f} GFLOPs per output megapixel{ensemble})"
             ),
             "peak: "
             + ", ".join(f"{gf:.1f} GFLOP/s with {t} thread(s)" for t, gf in sorted(self.peak_gflops.items()))
@@ -157,7 +164,7 @@ class _RunnerFactory:
     def build(self, backend: str, variant: str, threads: int) -> TorchRunner | OnnxRunner:
         return self.onnx_runner(variant, threads) if backend == "onnx" else self.torch_runner(variant)
 
-    def compile_now(self, runner: TorchRunner, lq: Tensor) -> None:
+    def compile_now(self, runner: Callable[[Tensor], Tensor], lq: Tensor) -> None:
         """The first call of a compiled model compiles it: keep that out of the timed runs, but say how long."""
         start = time.perf_counter()
         runner(lq)
@@ -198,27 +205,32 @@ def benchmark(
     repeats: int = 3,
     warmup: int = 1,
     peak_matmul_size: int = PEAK_MATMUL_SIZE,
+    ensemble: str | None = None,
 ) -> BenchmarkResult:
     """Measure `model` (on the CPU) at each output size (width, height), backend, variant and thread count.
 
     Sizes are output sizes; the input is that divided by the model's scale. Each call is one whole picture
-    (no tiling), so the numbers are the model's own speed.
+    (no tiling), so the numbers are the model's own speed. `ensemble`: time it as that self-ensemble (None:
+    the one `info` names, else none).
     """
     plan = _check_variants(variants, backends)
+    ensemble = model_ensemble(info or {}) if ensemble is None else check_ensemble(ensemble)
+    views = len(views_for(ensemble))
     model = model.to("cpu").float().eval()
     scale = int(getattr(model, "scale", 1))
     inputs = [_input_for(size, scale) for size in sizes]
     from decrappify.nn.models import gflops_per_output_megapixel
 
-    gflops = gflops_per_output_megapixel(model, tuple(inputs[0].shape))
+    gflops = views * gflops_per_output_megapixel(model, tuple(inputs[0].shape))
     parameters = sum(p.numel() for p in model.parameters())
-    result = BenchmarkResult(name, scale, parameters, gflops, {}, peak_matmul_size)
+    result = BenchmarkResult(name, scale, parameters, gflops, {}, peak_matmul_size, ensemble=ensemble)
     factory = _RunnerFactory(model, dict(config or {}), dict(info or {}), result.notes)
     for wanted in threads:
         with torch_threads(wanted) as count:
             result.peak_gflops[count] = measure_peak_gflops(peak_matmul_size)
             runners = [
-                (backend, variant, factory.build(backend, variant, count)) for backend, variant in plan
+                (backend, variant, self_ensemble(factory.build(backend, variant, count), ensemble))
+                for backend, variant in plan
             ]
             for lq in inputs:
                 for _, variant, runner in runners:

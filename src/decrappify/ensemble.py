@@ -9,18 +9,23 @@ Which views are safe depends on how the model was trained. A model that saw only
 watermark-removing models: their text is always drawn left to right) has never seen turned or upside-down text,
 so for them `"flip"` (two views) is the honest choice; `"dihedral"` (eight) is for models trained with turns
 (`data.augment = "dihedral"`, as `sr-x4`).
+
+A model file may name the ensemble it is meant to run as (`info["ensemble"]`, set when it is shipped): that is
+then its default everywhere (`restore`, `evaluate`, `benchmark`, `serve`, the demo), so the speed and the quality
+a model card states are those of one and the same configuration. `--ensemble` overrides it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from decrappify.errors import ConfigError
 
-__all__ = ["ENSEMBLES", "View", "check_ensemble", "self_ensemble", "views_for"]
+__all__ = ["ENSEMBLES", "View", "check_ensemble", "model_ensemble", "self_ensemble", "views_for"]
 
 #: Ensemble name -> number of views (model calls per tile).
 ENSEMBLES = {"none": 1, "flip": 2, "dihedral": 8}
@@ -35,6 +40,14 @@ def check_ensemble(name: str) -> str:
     """`name` if it is an ensemble, else a ConfigError listing the choices."""
     if name not in ENSEMBLES:
         raise ConfigError(f"unknown ensemble '{name}'; choose one of: {', '.join(ENSEMBLES)}")
+    return name
+
+
+def model_ensemble(info: Mapping[str, Any]) -> str:
+    """The ensemble a model file asks for (`info["ensemble"]`), "none" when it names none."""
+    name = str(info.get("ensemble") or "none")
+    if name not in ENSEMBLES:
+        raise ConfigError(f"the model asks for an unknown ensemble '{name}'; known: {', '.join(ENSEMBLES)}")
     return name
 
 
@@ -65,7 +78,7 @@ def _undo(x: Tensor, view: View) -> Tensor:
 def self_ensemble(model_fn: ModelFn, name: str) -> ModelFn:
     """`model_fn` averaged over the views of ensemble `name` (`model_fn` itself for "none").
 
-    The average is taken in float32 on the CPU, view by view, so memory stays at one extra output.
+    The average is taken in float32 on the CPU, view by view, so memory stays at two extra outputs.
     """
     views = views_for(name)
     if len(views) == 1:
@@ -75,8 +88,8 @@ def self_ensemble(model_fn: ModelFn, name: str) -> ModelFn:
         total: Tensor | None = None
         for view in views:
             pred = _undo(model_fn(_apply(lq, view)).float().cpu(), view)
-            total = pred if total is None else total.add_(pred)
+            total = pred if total is None else total + pred  # not in place: runners return inference tensors
         assert total is not None
-        return total.div_(len(views))
+        return total / len(views)
 
     return averaged

@@ -101,7 +101,7 @@ class ModelMethod:
     """One of our models, through `infer.Restorer` (loaded once; each call is stateless)."""
 
     def __init__(
-        self, name_or_path: str | Path, scale: int, label: str | None = None, ensemble: str = "none"
+        self, name_or_path: str | Path, scale: int, label: str | None = None, ensemble: str | None = None
     ):
         # Imported here: torch and the model code are only needed when a model is actually evaluated.
         from decrappify.infer import Restorer
@@ -111,12 +111,21 @@ class ModelMethod:
             raise ConfigError(
                 f"model {name_or_path} upscales x{self.restorer.scale} but this task needs x{scale}"
             )
-        suffix = "" if ensemble == "none" else f" +{ensemble}"  # EDSR's "+" names its self-ensemble rows
-        self.name = label or self.restorer.name + suffix
+        self.name = label or self.restorer.name + ensemble_suffix(self.restorer)
         self.scale = scale
 
     def __call__(self, rgb_lq: np.ndarray) -> np.ndarray:
         return self.restorer.restore_array(rgb_lq)
+
+
+def ensemble_suffix(restorer) -> str:
+    """How a row's ensemble differs from the model's own: " +dihedral" (EDSR's "+" names such rows),
+    " (no ensemble)", or "" when it runs as its file says."""
+    from decrappify.ensemble import model_ensemble
+
+    if restorer.ensemble == model_ensemble(restorer.info):
+        return ""
+    return " (no ensemble)" if restorer.ensemble == "none" else f" +{restorer.ensemble}"
 
 
 @dataclass(frozen=True)
@@ -326,11 +335,11 @@ def create_methods(
     specs: Sequence[str | Method],
     scale: int,
     peers_dir: str | Path | None = None,
-    ensemble: str = "none",
+    ensemble: str | None = None,
 ) -> list[Method]:
     """The baseline, then peers from `peers_dir`, then each spec (a name, a path, or a ready `Method`).
 
-    `ensemble` applies to the models named by specs (see `decrappify.ensemble`).
+    `ensemble` applies to the models named by specs (see `decrappify.ensemble`; None: each model's own).
     """
     methods: list[Method] = [Bicubic(scale)]
     if peers_dir is not None:
@@ -387,14 +396,14 @@ def evaluate(
     keep_crops: bool = True,
     progress: bool = False,
     perceptual: PerceptualDistance | bool | None = None,
-    ensemble: str = "none",
+    ensemble: str | None = None,
 ) -> EvaluationResult:
     """Degrade every image under `data_dir` with `task`'s preset and score the baseline, peers and `methods`.
 
     Unreadable or too-small images are logged, skipped and listed in `result.failed`; if none is left,
     `InputError`. `keep_crops` keeps the small crops `write_report` needs. `perceptual`: None scores the VGG
     distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
-    `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (`decrappify.ensemble`).
+    `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (None: as its file says; `decrappify.ensemble`).
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from decrappify.backends import LoadedModel, Runner, TorchRunner, load_runner
-from decrappify.ensemble import check_ensemble, self_ensemble
+from decrappify.ensemble import check_ensemble, model_ensemble, self_ensemble
 from decrappify.errors import ConfigError, InputError
 from decrappify.tiling import DEFAULT_MIN_TILE, restore_tiled
 from decrappify.zoo import resolve_model
@@ -59,7 +59,7 @@ class Restorer:
         tile_overlap: int | None = None,
         min_tile: int = DEFAULT_MIN_TILE,
         render_size: int | None = None,
-        ensemble: str = "none",
+        ensemble: str | None = None,
     ):
         self._runner: Runner = loaded.runner
         self.config: dict[str, Any] = dict(loaded.config)
@@ -77,7 +77,8 @@ class Restorer:
         if render_size < 0:
             raise ConfigError(f"render size cannot be negative, got {render_size}")
         self.render_size = int(render_size)  # colourisation only; 0: run the model at full size
-        self.ensemble = check_ensemble(ensemble)  # see `decrappify.ensemble`: views averaged per tile
+        # Views averaged per tile (`decrappify.ensemble`); None: the one the model file names, else none.
+        self.ensemble = model_ensemble(self.info) if ensemble is None else check_ensemble(ensemble)
 
     @classmethod
     def from_pretrained(
@@ -91,7 +92,7 @@ class Restorer:
         threads: int | None = None,
         opt_level: str = "all",
         render_size: int | None = None,
-        ensemble: str = "none",
+        ensemble: str | None = None,
     ) -> Restorer:
         """Load a shipped model by name or a model file by path (`.safetensors`; `.onnx` with backend="onnx").
 
@@ -100,7 +101,8 @@ class Restorer:
         `threads` and `opt_level` apply to ONNX Runtime only. `render_size` (colourisation): the longer side the
         model sees (None: the model file's `info["render_size"]`, else 512; 0: full size). `ensemble`: average
         the model over mirrored ("flip", 2 calls) or all eight turned and mirrored views ("dihedral") of each
-        tile, for ~0.1 dB at that many times the time (`decrappify.ensemble` says which models suit which).
+        tile, for ~0.1 dB at that many times the time (`decrappify.ensemble` says which models suit which); None:
+        the one the model file names (`info["ensemble"]`), else "none".
         """
         path = resolve_model(name_or_path)
         loaded = load_runner(path, backend=backend, device=device, threads=threads, opt_level=opt_level)

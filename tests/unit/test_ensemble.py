@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from decrappify.ensemble import ENSEMBLES, self_ensemble, views_for
+from decrappify.ensemble import ENSEMBLES, model_ensemble, self_ensemble, views_for
 from decrappify.errors import ConfigError
 from decrappify.infer import Restorer
 
@@ -68,3 +68,41 @@ def test_restorer_averages_each_tile_over_the_views(model_file: Path) -> None:
 def test_unknown_ensemble_is_a_config_error(model_file: Path) -> None:
     with pytest.raises(ConfigError, match="unknown ensemble"):
         Restorer.from_pretrained(model_file, device="cpu", ensemble="all")
+
+
+@pytest.fixture(scope="module")
+def flip_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model whose file asks to run as a flip ensemble, as a shipped model can."""
+    from tests.conftest import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("flip") / "tiny-flip.safetensors", ensemble="flip")
+
+
+def test_the_model_file_names_the_default_and_an_option_overrides_it(flip_model_file: Path) -> None:
+    assert Restorer.from_pretrained(flip_model_file, device="cpu").ensemble == "flip"
+    assert Restorer.from_pretrained(flip_model_file, device="cpu", ensemble="none").ensemble == "none"
+    assert model_ensemble({}) == "none"
+    with pytest.raises(ConfigError, match="the model asks for an unknown ensemble 'x8'"):
+        model_ensemble({"ensemble": "x8"})
+
+
+def test_evaluate_names_rows_that_differ_from_the_models_own(flip_model_file: Path) -> None:
+    from decrappify.evaluate import ModelMethod
+
+    assert ModelMethod(flip_model_file, 2).name == "tiny-flip"
+    assert ModelMethod(flip_model_file, 2, ensemble="none").name == "tiny-flip (no ensemble)"
+    assert ModelMethod(flip_model_file, 2, ensemble="dihedral").name == "tiny-flip +dihedral"
+
+
+def test_benchmark_times_the_models_own_ensemble_and_counts_every_view(flip_model_file: Path) -> None:
+    from decrappify.benchmark import benchmark
+    from decrappify.weights import load_model
+
+    model, config, info = load_model(flip_model_file)
+    common = dict(config=config, info=info, sizes=[(32, 24)], backends=("torch",), variants=("fp32",),
+                  repeats=1, warmup=0, peak_matmul_size=64)  # fmt: skip
+    own = benchmark(model, **common)
+    plain = benchmark(model, **common, ensemble="none")
+    assert own.ensemble == "flip" and own.gflops_per_mp == pytest.approx(2 * plain.gflops_per_mp)
+    assert "as a flip self-ensemble of 2 views" in own.to_markdown()
+    assert "self-ensemble" not in plain.to_markdown()

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from decrappify.benchmark import DEFAULT_VARIANTS, ONNX_VARIANTS, TORCH_VARIANTS, benchmark, parse_size
+from decrappify.ensemble import ENSEMBLES
 from decrappify.errors import ConfigError
 from decrappify.nn.models import ARCHS, create_model
 from decrappify.weights import load_model
@@ -65,6 +66,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="intra-op threads; repeatable",
     )
+    parser.add_argument(
+        "--ensemble",
+        choices=tuple(ENSEMBLES),
+        default=None,
+        help="time the model as this self-ensemble (default: the model's own, see `decrappify models`)",
+    )
     parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls per row (default 3)")
     parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed calls first (default 1)")
     parser.set_defaults(handler=run)
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads or [None],
         repeats=args.repeats,
         warmup=args.warmup,
+        ensemble=args.ensemble,
     )
     print(result.to_markdown(), end="")
     return 0

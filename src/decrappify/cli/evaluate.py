@@ -53,9 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ensemble",
         choices=tuple(ENSEMBLES),
-        default="none",
+        default=None,
         help="score the models as self-ensembles: 'flip' averages 2 mirrored views, 'dihedral' all 8 turns and "
-        "mirrors (rows get a '+flip' / '+dihedral' suffix; that many times slower; default none)",
+        "mirrors, 'none' the plain model (default: each model's own, see `decrappify models`; a row whose "
+        "ensemble differs from its model's own gets a suffix such as '+dihedral')",
     )
     parser.set_defaults(handler=run)
     return parser

@@ -56,9 +56,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ensemble",
         choices=tuple(ENSEMBLES),
-        default="none",
+        default=None,
         help="average the model over mirrored views ('flip', 2x the time) or all 8 turns and mirrors "
-        "('dihedral', 8x; for models trained with turns, like sr-x4): about 0.1 dB better (default none)",
+        "('dihedral', 8x; for models trained with turns, like sr-x4), or 'none': the plain model, fastest "
+        "(default: the model's own, see `decrappify models`)",
     )
     parser.add_argument(
         "--device", choices=DEVICES, default="auto", help="where the model runs (default auto)"
