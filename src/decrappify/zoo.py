@@ -39,6 +39,7 @@ class ModelEntry:
     size_bytes: int
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    ensemble: str = "none"  # the self-ensemble it runs as by default (`decrappify.ensemble`)
 
 
 def _entry_from_file(path: Path, overrides: dict[str, Any]) -> ModelEntry:
@@ -53,6 +54,7 @@ def _entry_from_file(path: Path, overrides: dict[str, Any]) -> ModelEntry:
         size_bytes=path.stat().st_size,
         metrics=dict(merged.get("metrics") or {}),
         description=str(merged.get("description", "")),
+        ensemble=str(merged.get("ensemble") or "none"),
     )
 
 

@@ -106,3 +106,12 @@ def test_benchmark_times_the_models_own_ensemble_and_counts_every_view(flip_mode
     assert own.ensemble == "flip" and own.gflops_per_mp == pytest.approx(2 * plain.gflops_per_mp)
     assert "as a flip self-ensemble of 2 views" in own.to_markdown()
     assert "self-ensemble" not in plain.to_markdown()
+
+
+def test_models_lists_the_ensemble_a_file_runs_as(flip_model_file: Path, capsys, monkeypatch) -> None:
+    from decrappify.cli import main
+
+    monkeypatch.setattr("decrappify.zoo.MODELS_DIR", flip_model_file.parent)
+    assert main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny-flip |"))
+    assert row.split(" | ")[4] == "flip self-ensemble"

@@ -10,7 +10,7 @@ from decrappify.zoo import MODELS_DIR, list_models
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "models",
-        help="list the shipped models (name, task, scale, size, metrics)",
+        help="list the shipped models (name, task, scale, size, default self-ensemble, metrics)",
         description="List the models installed with decrappify, usable by name with --model.",
     )
     parser.set_defaults(handler=run)
@@ -23,10 +23,14 @@ def _metrics(metrics: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     entries = list_models()
-    lines = ["| name | task | scale | size | metrics |", "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        "| name | task | scale | size | runs as | metrics |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]
     for entry in entries:
+        runs_as = "plain model" if entry.ensemble == "none" else f"{entry.ensemble} self-ensemble"
         lines.append(
-            f"| {entry.name} | {entry.task} | x{entry.scale} | {entry.size_bytes / 1e6:.1f} MB "
+            f"| {entry.name} | {entry.task} | x{entry.scale} | {entry.size_bytes / 1e6:.1f} MB | {runs_as} "
             f"| {_metrics(entry.metrics)} |"
         )
     print("\n".join(lines))
