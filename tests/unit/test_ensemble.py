@@ -35,7 +35,7 @@ def test_views_are_distinct_and_start_with_the_identity() -> None:
 @pytest.mark.parametrize("name", list(ENSEMBLES))
 def test_every_view_is_undone_exactly(name: str) -> None:
     # Not square (the turns swap height and width); multiples of 1/256, so the sums of 8 are exact too.
-    x = torch.randint(0, 256, (1, 3, 5, 7)) / 256
+    x = torch.randint(0, 256, (2, 3, 5, 7)) / 256  # a batch of two: each picture keeps its own views
     assert torch.equal(self_ensemble(_nearest_x2, name)(x), _nearest_x2(x))
 
 
