@@ -42,7 +42,7 @@ def test_a_card_says_when_the_model_runs_as_a_self_ensemble() -> None:
     ship_model = _ship_model()
     card = json.loads((ROOT / "docs" / "models" / "restore-x4.json").read_text())
     plain = ship_model.render_card({**card, "info": {**card["info"], "ensemble": "none"}})
-    assert "self-ensemble" not in plain and "--ensemble" not in plain
+    assert "- Runs as a" not in plain and " --ensemble flip --description" not in plain
     flip = ship_model.render_card({**card, "info": {**card["info"], "ensemble": "flip"}})
     assert "- Runs as a `flip` self-ensemble by default: each tile is restored 2 times (as is and mirrored)" in flip
     assert "`restore-x4 (no ensemble)` rows" in flip and " --ensemble flip --description" in flip
