@@ -3,7 +3,7 @@
 EDSR's "+" models (Lim et al., 2017) showed that averaging the eight dihedral views (identity, three quarter
 turns, and the mirror of each) lifts a super-resolution network's PSNR by about 0.1 dB at no training cost: each
 view's errors are partly independent, the truth is the same in all of them. The price is one model call per
-view, so it is an opt-in for users who want the best picture and can wait, never the default.
+view, so it is never switched on behind a model's back: a model runs plain unless its file or the user asks.
 
 Which views are safe depends on how the model was trained. A model that saw only left-right mirrors (the
 watermark-removing models: their text is always drawn left to right) has never seen turned or upside-down text,
@@ -94,9 +94,8 @@ def self_ensemble(model_fn: ModelFn, name: str) -> ModelFn:
             preds = model_fn(torch.cat([_apply(lq, view) for view in group])).float().cpu()
             for view, pred in zip(group, preds.split(lq.shape[0]), strict=True):
                 pred = _undo(pred, view)
-                total = (
-                    pred if total is None else total + pred
-                )  # not in place: runners return inference tensors
+                # Not in place: runners return inference tensors, which refuse in-place updates outside inference.
+                total = pred if total is None else total + pred
         assert total is not None
         return total / len(views)
 

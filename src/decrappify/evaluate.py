@@ -403,7 +403,8 @@ def evaluate(
     Unreadable or too-small images are logged, skipped and listed in `result.failed`; if none is left,
     `InputError`. `keep_crops` keeps the small crops `write_report` needs. `perceptual`: None scores the VGG
     distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
-    `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (None: as its file says; `decrappify.ensemble`).
+    `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (None: as its file says;
+    `decrappify.ensemble`).
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)
