@@ -99,8 +99,8 @@ def test_benchmark_times_the_models_own_ensemble_and_counts_every_view(flip_mode
     from decrappify.weights import load_model
 
     model, config, info = load_model(flip_model_file)
-    common = dict(config=config, info=info, sizes=[(32, 24)], backends=("torch",), variants=("fp32",),
-                  repeats=1, warmup=0, peak_matmul_size=64)  # fmt: skip
+    common = {"config": config, "info": info, "sizes": [(32, 24)], "backends": ("torch",),
+              "variants": ("fp32",), "repeats": 1, "warmup": 0, "peak_matmul_size": 64}  # fmt: skip
     own = benchmark(model, **common)
     plain = benchmark(model, **common, ensemble="none")
     assert own.ensemble == "flip" and own.gflops_per_mp == pytest.approx(2 * plain.gflops_per_mp)
