@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from decrappify.benchmark import benchmark
-from decrappify.ensemble import ENSEMBLES, views_for
+from decrappify.ensemble import ENSEMBLES, model_ensemble, views_for
 from decrappify.evaluate import Method, ModelMethod, evaluate
 from decrappify.nn.models import gflops_per_output_megapixel
 from decrappify.weights import load_model, save_model
@@ -196,7 +196,7 @@ def ensemble_lines(name: str, ensemble: str) -> list[str]:
 
 def render_card(card: dict) -> str:
     info = card["info"]
-    ensemble = str(info.get("ensemble") or "none")
+    ensemble = model_ensemble(info)
     ensemble_option = f" --ensemble {ensemble}" if ensemble != "none" else ""
     hours, rest = divmod(int(info.get("train_seconds", 0)), 3600)
     lines = [
