@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decrappify.config import config_from_dict
-from decrappify.data import EpochPlan, iterate_batches
-from decrappify.losses import AdversarialLoss, critic_accuracy
+from decrappify.train.config import config_from_dict
+from decrappify.data.pairs import EpochPlan, iterate_batches
+from decrappify.train.losses import AdversarialLoss, critic_accuracy
 from decrappify.nn.critic import create_critic
 from decrappify.nn.models import count_flops
 from decrappify.train import build

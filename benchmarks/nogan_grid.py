@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from decrappify import degrade, metrics
-from decrappify.evaluate import choose_crop, find_images, split_label, to_uint8
-from decrappify.imageio import picture_to_pil, read_image
-from decrappify.infer import Restorer
+from decrappify.data import degrade
+
+from decrappify.evaluation import metrics
+from decrappify.evaluation.evaluate import choose_crop, find_images, split_label, to_uint8
+from decrappify.io.images import picture_to_pil, read_image
+from decrappify.inference.restorer import Restorer
 
 LABEL_HEIGHT = 18
 

@@ -3,7 +3,7 @@
     python benchmarks/paired_compare.py ../shared/data/bsds500/val --task restore-x4 \
         --model feature=runs/restore-x4-gan/generator/model.safetensors --model gan=runs/restore-x4-gan-v32/best.safetensors
 
-Both models see the same degraded inputs (`decrappify.evaluate`, seed 0). For PSNR_Y and the VGG distance it
+Both models see the same degraded inputs (`decrappify.evaluation.evaluate`, seed 0). For PSNR_Y and the VGG distance it
 prints the mean of B - A over the images, a 95 % bootstrap interval of that mean (10,000 resamples of the images)
 and how many images B wins. A mean gap whose interval straddles 0 is not a measured difference.
 """
@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from decrappify.evaluate import evaluate, split_label
+from decrappify.evaluation.evaluate import evaluate, split_label
 
 
 def bootstrap_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:

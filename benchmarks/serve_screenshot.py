@@ -73,7 +73,7 @@ def placeholder_model(folder: Path) -> Path:
 def pick_model(requested: str | None, folder: Path) -> str:
     if requested:
         return requested
-    from decrappify.zoo import DEFAULT_MODEL, list_models
+    from decrappify.inference.zoo import DEFAULT_MODEL, list_models
 
     names = [entry.name for entry in list_models()]
     return DEFAULT_MODEL if DEFAULT_MODEL in names else str(placeholder_model(folder))

@@ -3,7 +3,7 @@
     python benchmarks/train_budget.py --minutes 30 --config configs/sr-x4.toml [KEY=VALUE ...]
 
 Trains with `train.time_budget_minutes` on ../shared/data/bsds500/{train,test} (8 of those photos held out for the
-per-epoch validation), then runs `decrappify.evaluate` on ../shared/data/bsds500/val (BSD100: never trained on)
+per-epoch validation), then runs `decrappify.evaluation.evaluate` on ../shared/data/bsds500/val (BSD100: never trained on)
 with the recipe's preset, and prints training throughput (crops/s) and PSNR_Y / SSIM_Y of the final model vs
 bicubic. The bar for sr-x4 after 30 minutes on the 2-core CPU: >= 27.16 dB PSNR_Y (bicubic + 1.2 dB).
 
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from decrappify.config import Config, load_config
-from decrappify.data import ImageStore, list_images
+from decrappify.train.config import Config, load_config
+from decrappify.data.pairs import ImageStore, list_images
 from decrappify.nn.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def faster_thread_count(model_path: Path) -> int:
 
 
 def evaluate_model(model_path: Path, eval_dir: Path, task: str) -> dict:
-    from decrappify.evaluate import evaluate
+    from decrappify.evaluation.evaluate import evaluate
 
     result = evaluate(eval_dir, task, [str(model_path)], progress=True, keep_crops=False, perceptual=False)
     return {s.method: s for s in result.summaries()}

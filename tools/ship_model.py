@@ -7,11 +7,11 @@
 What it does, so every shipped file and every figure on its card comes from one command:
 1. `weights.load_model` the run's model and `save_model` it again as fp16 into `src/decrappify/models/<name>`
    (fp16 halves the file; `load_model` casts back to fp32, and the scores below are measured on that very file);
-2. `decrappify.evaluate` it on the evaluation sets of its task (BSD100 = ../shared/data/bsds500/val, which no
+2. `decrappify.evaluation.evaluate` it on the evaluation sets of its task (BSD100 = ../shared/data/bsds500/val, which no
    shipped model trains on; for sr-x4 also Set5 and Set14), with bicubic and, at x4, the OpenCV peers in
    ../shared/models/peers; perceptual distance off (run `decrappify evaluate` for it);
-3. `decrappify.benchmark` its speed (torch, channels-last, 512x512 output, 2 threads and 1);
-   with `--ensemble flip` the file names that self-ensemble as its default (`decrappify.ensemble`), so the
+3. `decrappify.inference.benchmark` its speed (torch, channels-last, 512x512 output, 2 threads and 1);
+   with `--ensemble flip` the file names that self-ensemble as its default (`decrappify.inference.ensemble`), so the
    evaluation and the speed are both of the model as users run it; the plain model's scores are listed too;
 4. keep everything measured in `docs/models/<name>.json`, render `docs/models/<name>.md` from it, and write the
    registry entry (`src/decrappify/models/registry.json`) with the headline metrics `decrappify models` lists.
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from decrappify.benchmark import benchmark
-from decrappify.ensemble import ENSEMBLES, model_ensemble, views_for
-from decrappify.evaluate import Method, ModelMethod, evaluate
+from decrappify.inference.benchmark import benchmark
+from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, views_for
+from decrappify.evaluation.evaluate import Method, ModelMethod, evaluate
 from decrappify.nn.models import gflops_per_output_megapixel
 from decrappify.weights import load_model, save_model
-from decrappify.zoo import MODELS_DIR, REGISTRY_FILE
+from decrappify.inference.zoo import MODELS_DIR, REGISTRY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -189,7 +189,7 @@ def ensemble_lines(name: str, ensemble: str) -> list[str]:
     return [
         f"- Runs as a `{ensemble}` self-ensemble by default: each tile is restored {views} times (as is and "
         + ("mirrored" if ensemble == "flip" else "turned and mirrored")
-        + f") and the results averaged (`decrappify.ensemble`); the scores and the speed below are of that. "
+        + f") and the results averaged (`decrappify.inference.ensemble`); the scores and the speed below are of that. "
         f"`--ensemble none` runs the plain model, {views}x faster: its scores are the `{name} (no ensemble)` rows."
     ]
 

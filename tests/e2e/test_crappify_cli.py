@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from decrappify.cli import main
-from decrappify.degrade import PRESETS, create_preset, rng_for
-from decrappify.imageio import picture_to_pil, read_image
+from decrappify.data.degrade import PRESETS, create_preset, rng_for
+from decrappify.io.images import picture_to_pil, read_image
 
 
 def photo_like(seed: int, width: int, height: int) -> Image.Image:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from decrappify.cli import main
-from decrappify.imageio import Picture, read_image, write_image
+from decrappify.io.images import Picture, read_image, write_image
 
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 
@@ -88,7 +88,7 @@ def test_onnx_backend(model_file: Path, photos: Path, tmp_path: Path) -> None:
 
 
 def test_no_shipped_model_is_a_usage_error(photos: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("decrappify.zoo.MODELS_DIR", tmp_path / "none")
+    monkeypatch.setattr("decrappify.inference.zoo.MODELS_DIR", tmp_path / "none")
     assert main(["restore", str(photos / "a.png"), "-o", str(tmp_path / "out")]) == 2
     assert "no shipped model is installed yet; pass --model PATH" in capsys.readouterr().err
     assert main(["models"]) == 0

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from decrappify import metrics
+from decrappify.evaluation import metrics
 from decrappify.errors import InputError
-from decrappify.evaluate import evaluate, write_report
+from decrappify.evaluation.evaluate import evaluate, write_report
 from decrappify.nn.backbones import VGGFeatures
-from decrappify.perceptual import LAYERS, PerceptualDistance
+from decrappify.evaluation.perceptual import LAYERS, PerceptualDistance
 
 
 def _photo(seed: int = 0, size: tuple[int, int] = (40, 48)) -> np.ndarray:

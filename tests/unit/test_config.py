@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from decrappify.config import (
+from decrappify.train.config import (
     Config,
     StageConfig,
     apply_overrides,
@@ -148,7 +148,7 @@ def test_parse_override_keeps_strings_with_equals_signs() -> None:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_recipes_load_and_name_real_presets(path: Path) -> None:
-    from decrappify.degrade import PRESETS
+    from decrappify.data.degrade import PRESETS
     from decrappify.nn.models import arch_options
 
     config = load_config(path)

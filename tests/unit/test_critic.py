@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from decrappify.errors import ConfigError
-from decrappify.losses import AdversarialLoss, critic_accuracy
+from decrappify.train.losses import AdversarialLoss, critic_accuracy
 from decrappify.nn.critic import CRITICS, PatchCritic, UnetCritic, create_critic
 from decrappify.nn.layers import SelfAttention
 

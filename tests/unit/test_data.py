@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from decrappify.data import (
+from decrappify.data.pairs import (
     EpochPlan,
     ImageStore,
     PairDataset,
@@ -21,7 +21,7 @@ from decrappify.data import (
     list_images,
     split_validation,
 )
-from decrappify.degrade import create_preset
+from decrappify.data.degrade import create_preset
 from decrappify.errors import ConfigError, InputError
 
 

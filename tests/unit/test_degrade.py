@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from decrappify import degrade
-from decrappify.degrade import (
+from decrappify.data import degrade
+from decrappify.data.degrade import (
     PRESETS,
     Degraded,
     Downscale,

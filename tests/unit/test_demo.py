@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from decrappify import demo as demo_module
-from decrappify import zoo
+from decrappify.evaluation import demo as demo_module
+from decrappify.inference import zoo
 from decrappify.cli import main
-from decrappify.demo import run_demo
+from decrappify.evaluation.demo import run_demo
 from decrappify.errors import ConfigError
 from decrappify.nn import create_model
 from decrappify.weights import save_model

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from decrappify.ensemble import ENSEMBLES, model_ensemble, self_ensemble, views_for
+from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, self_ensemble, views_for
 from decrappify.errors import ConfigError
-from decrappify.infer import Restorer
+from decrappify.inference.restorer import Restorer
 
 
 def _nearest_x2(x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_the_model_file_names_the_default_and_an_option_overrides_it(flip_model_
 
 
 def test_evaluate_names_rows_that_differ_from_the_models_own(flip_model_file: Path) -> None:
-    from decrappify.evaluate import ModelMethod
+    from decrappify.evaluation.evaluate import ModelMethod
 
     assert ModelMethod(flip_model_file, 2).name == "tiny-flip"
     assert ModelMethod(flip_model_file, 2, ensemble="none").name == "tiny-flip (no ensemble)"
@@ -95,7 +95,7 @@ def test_evaluate_names_rows_that_differ_from_the_models_own(flip_model_file: Pa
 
 
 def test_benchmark_times_the_models_own_ensemble_and_counts_every_view(flip_model_file: Path) -> None:
-    from decrappify.benchmark import benchmark
+    from decrappify.inference.benchmark import benchmark
     from decrappify.weights import load_model
 
     model, config, info = load_model(flip_model_file)
@@ -111,7 +111,7 @@ def test_benchmark_times_the_models_own_ensemble_and_counts_every_view(flip_mode
 def test_models_lists_the_ensemble_a_file_runs_as(flip_model_file: Path, capsys, monkeypatch) -> None:
     from decrappify.cli import main
 
-    monkeypatch.setattr("decrappify.zoo.MODELS_DIR", flip_model_file.parent)
+    monkeypatch.setattr("decrappify.inference.zoo.MODELS_DIR", flip_model_file.parent)
     assert main(["models"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny-flip |"))
     assert row.split(" | ")[4] == "flip self-ensemble"

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from decrappify import degrade, metrics
+from decrappify.data import degrade
+
+from decrappify.evaluation import metrics
 from decrappify.errors import ConfigError, InputError
-from decrappify.evaluate import (
+from decrappify.evaluation.evaluate import (
     PSNR_CAP,
     TASKS,
     EvaluationResult,
@@ -146,7 +148,7 @@ def test_watermark_psnr_is_taken_inside_the_scaled_box(clean_dir: Path) -> None:
             lq[2:6, 3:9] = 255
             return degrade.Degraded(image=Image.fromarray(lq), boxes=[(3, 2, 9, 6)], scale=2)
 
-    from decrappify.evaluate import Bicubic
+    from decrappify.evaluation.evaluate import Bicubic
 
     record = evaluate_image(clean_dir / "a.png", "a.png", Stamped(), [Bicubic(2)], seed=0)
     scores = record.scores["bicubic"]
@@ -214,7 +216,7 @@ def test_report_needs_crops(clean_dir: Path, tmp_path: Path) -> None:
 
 
 def test_perfect_psnr_is_capped_so_json_stays_finite() -> None:
-    from decrappify.evaluate import ImageRecord, Scores
+    from decrappify.evaluation.evaluate import ImageRecord, Scores
 
     perfect = Scores(PSNR_CAP, 1.0, PSNR_CAP, None, 0.1, 0.5)
     result = EvaluationResult(
@@ -224,7 +226,7 @@ def test_perfect_psnr_is_capped_so_json_stays_finite() -> None:
 
 
 def test_peer_file_names_are_parsed(tmp_path: Path) -> None:
-    from decrappify.peers import find_peer_models
+    from decrappify.evaluation.peers import find_peer_models
 
     for name in ("FSRCNN-small_x3.pb", "LapSRN_x8.pb", "ESPCN_x3.pb", "mystery_x3.pb", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
@@ -237,7 +239,7 @@ def test_peer_file_names_are_parsed(tmp_path: Path) -> None:
 
 
 def test_missing_opencv_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from decrappify.peers import load_peers
+    from decrappify.evaluation.peers import load_peers
 
     (tmp_path / "ESPCN_x4.pb").write_bytes(b"")
     monkeypatch.setitem(__import__("sys").modules, "cv2", None)  # makes `import cv2` raise ImportError

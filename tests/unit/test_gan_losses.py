@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from decrappify.errors import ConfigError
-from decrappify.losses import AdversarialLoss, GANGeneratorLoss, PixelLoss, critic_accuracy
+from decrappify.train.losses import AdversarialLoss, GANGeneratorLoss, PixelLoss, critic_accuracy
 
 LN2 = math.log(2.0)
 

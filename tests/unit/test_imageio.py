@@ -16,9 +16,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from decrappify import imageformats
+from decrappify.io import formats as imageformats
 from decrappify.errors import InputError, OutputError
-from decrappify.imageio import (
+from decrappify.io.images import (
     DEFAULT_MAX_PIXELS,
     Picture,
     is_image_path,

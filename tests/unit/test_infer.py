@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from decrappify.errors import ConfigError, DecrappifyError, InputError
-from decrappify.imageio import Picture
-from decrappify.infer import Restorer, keep_luminance
-from decrappify.metrics import rgb_to_y
+from decrappify.io.images import Picture
+from decrappify.inference.restorer import Restorer, keep_luminance
+from decrappify.evaluation.metrics import rgb_to_y
 from decrappify.nn import create_model
 from decrappify.weights import save_model
-from decrappify.zoo import list_models, resolve_model
+from decrappify.inference.zoo import list_models, resolve_model
 
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 
@@ -79,7 +79,7 @@ def test_bad_array_is_an_input_error(model_file: Path) -> None:
 
 
 def test_default_model_not_installed_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("decrappify.zoo.MODELS_DIR", tmp_path / "empty")
+    monkeypatch.setattr("decrappify.inference.zoo.MODELS_DIR", tmp_path / "empty")
     assert list_models() == []
     with pytest.raises(ConfigError, match="no shipped model is installed yet; pass --model PATH"):
         Restorer.from_pretrained("restore-x4")

@@ -11,7 +11,7 @@ from torch import nn
 
 from decrappify import weights as weights_io
 from decrappify.errors import ConfigError, WeightsError
-from decrappify.losses import (
+from decrappify.train.losses import (
     FeatureLoss,
     PixelLoss,
     calibrate_feature_weights,

@@ -12,7 +12,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from decrappify.errors import InputError
-from decrappify.metrics import (
+from decrappify.evaluation.metrics import (
     crop_border,
     modcrop_array,
     psnr,

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from decrappify.config import load_config
+from decrappify.train.config import load_config
 from decrappify.errors import OutputError, TrainingError
 from decrappify.train import Callback, Trainer, resume_config, train
 from decrappify.train.checkpoint import (
@@ -290,7 +290,7 @@ def test_frozen_encoder_stage_then_discriminative_lrs(photos: Path, tmp_path: Pa
 def test_feature_loss_weights_are_calibrated_and_stored(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from decrappify import losses
+    from decrappify.train import losses
 
     torch.manual_seed(0)
     vgg = torch.nn.Sequential(

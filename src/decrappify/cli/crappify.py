@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from decrappify import __version__
-from decrappify.batch import BatchItem, collect_inputs, output_path, run_batch
+from decrappify.io.jobs import BatchItem, collect_inputs, output_path, run_batch
 from decrappify.cli.options import add_max_pixels
-from decrappify.degrade import DEFAULT_PRESET, PRESETS, Pipeline, create_preset, resize_shorter_side, rng_for
+from decrappify.data.degrade import DEFAULT_PRESET, PRESETS, Pipeline, create_preset, resize_shorter_side, rng_for
 from decrappify.errors import ConfigError, InputError, OutputError
-from decrappify.imageio import DEFAULT_MAX_PIXELS, picture_from_pil, picture_to_pil, read_image, write_image
+from decrappify.io.images import DEFAULT_MAX_PIXELS, picture_from_pil, picture_to_pil, read_image, write_image
 
 log = logging.getLogger("decrappify")
 

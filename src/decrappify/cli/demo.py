@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from decrappify.demo import SAMPLE_PHOTOS, TASK_ORDER, run_demo
+from decrappify.evaluation.demo import SAMPLE_PHOTOS, TASK_ORDER, run_demo
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

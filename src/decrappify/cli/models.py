@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from decrappify.zoo import MODELS_DIR, list_models
+from decrappify.inference.zoo import MODELS_DIR, list_models
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from decrappify.imageio import DEFAULT_MAX_PIXELS
+from decrappify.io.images import DEFAULT_MAX_PIXELS
 
 
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:

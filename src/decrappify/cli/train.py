@@ -8,7 +8,7 @@ import logging
 import shlex
 from pathlib import Path
 
-from decrappify.config import Config, load_config
+from decrappify.train.config import Config, load_config
 from decrappify.errors import ConfigError
 
 log = logging.getLogger("decrappify")

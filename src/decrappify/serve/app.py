@@ -30,10 +30,10 @@ from decrappify.serve.job import OUTPUT_CHOICES, RestoredImage, RestoreRequest, 
 from decrappify.serve.limits import RequestLimitsMiddleware, inspect_upload, token_matches, unauthorized
 from decrappify.serve.queue import InferencePool, PoolFull
 from decrappify.serve.settings import ServeSettings
-from decrappify.tiling import OutOfMemory
+from decrappify.inference.tiling import OutOfMemory
 
 if TYPE_CHECKING:
-    from decrappify.infer import Restorer
+    from decrappify.inference.restorer import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class SecurityHeadersMiddleware:
 
 def load_restorers(settings: ServeSettings) -> dict[str, Restorer]:
     """Every model of `settings` (every shipped model when none is named), loaded once, by name."""
-    from decrappify.infer import Restorer
-    from decrappify.zoo import DEFAULT_MODEL, list_models
+    from decrappify.inference.restorer import Restorer
+    from decrappify.inference.zoo import DEFAULT_MODEL, list_models
 
     shipped = sorted((entry.name for entry in list_models()), key=lambda name: name != DEFAULT_MODEL)
     sources = list(settings.models) or shipped  # the shipped default first: it is the page's default

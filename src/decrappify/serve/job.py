@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from decrappify.errors import InputError
-from decrappify.imageio import read_image, write_image
+from decrappify.io.images import read_image, write_image
 from decrappify.serve.errors import ApiError
 from decrappify.serve.limits import UploadInfo
 
 if TYPE_CHECKING:
-    from decrappify.infer import Restorer
+    from decrappify.inference.restorer import Restorer
 
 #: Output format name -> (media type, suffix that makes `write_image` pick the format).
 OUTPUT_FORMATS: dict[str, tuple[str, str]] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from decrappify.config import Config, apply_overrides, config_from_dict
+from decrappify.train.config import Config, apply_overrides, config_from_dict
 from decrappify.errors import OutputError
 from decrappify.train import distributed
 from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from decrappify.config import Config
-from decrappify.data import (
+from decrappify.train.config import Config
+from decrappify.data.pairs import (
     EpochPlan,
     ImageStore,
     PairDataset,
@@ -46,7 +46,7 @@ class DataBundle:
 
 def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
     """Training store + dataset from `data.paths`, validation pairs from `data.val_paths` or a held-out split."""
-    from decrappify.degrade import create_preset
+    from decrappify.data.degrade import create_preset
 
     data = config.data
     if not data.paths:
@@ -138,7 +138,7 @@ def calibration_batch(config: Config, dataset: PairDataset) -> tuple[torch.Tenso
 
 def build_loss(config: Config, dataset: PairDataset, scale: int) -> tuple[LossFn, Config]:
     """The loss as a `(pred, hq) -> (total, terms)` module, and the config with calibrated weights filled in."""
-    from decrappify import losses
+    from decrappify.train import losses
 
     spec = config.loss
     if spec.kind != "feature":

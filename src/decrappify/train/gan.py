@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from decrappify.config import Config, config_from_dict
-from decrappify.data import ImageStore
+from decrappify.train.config import Config, config_from_dict
+from decrappify.data.pairs import ImageStore
 from decrappify.errors import ConfigError, OutputError, WeightsError
-from decrappify.perceptual import PerceptualDistance
+from decrappify.evaluation.perceptual import PerceptualDistance
 from decrappify.train import build, distributed
 from decrappify.train.checkpoint import TrainState, atomic_write_bytes, atomic_write_text, find_checkpoint
 from decrappify.train.events import Callback, CallbackList, ProgressBar
@@ -244,7 +244,7 @@ class NoGAN:
 
     def _stage_critic(self, generator_path: Path) -> None:
         """Stage 3: the critic learns real vs generated crops (BCE, one-cycle AdamW); held-out accuracy stored."""
-        from decrappify.losses import AdversarialLoss, critic_accuracy
+        from decrappify.train.losses import AdversarialLoss, critic_accuracy
         from decrappify.nn.critic import create_critic
         from decrappify.weights import save_model
 
@@ -291,7 +291,7 @@ class NoGAN:
 
     def _stage_gan(self, generator_path: Path) -> TrainResult:
         """Stage 4: critic and generator take turns as the switcher says; snapshots to pick the best point."""
-        from decrappify.losses import AdversarialLoss, GANGeneratorLoss
+        from decrappify.train.losses import AdversarialLoss, GANGeneratorLoss
 
         if "gan" in self.summary["stages"]:
             log.info("%s: this NoGAN run finished already", self.run_dir)

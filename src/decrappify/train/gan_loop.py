@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from decrappify.config import Config
-from decrappify.data import EpochPlan, iterate_batches
+from decrappify.train.config import Config
+from decrappify.data.pairs import EpochPlan, iterate_batches
 from decrappify.errors import ConfigError, TrainingError
 from decrappify.train import distributed
 from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from decrappify.data import ImageStore, ValidationSet
+from decrappify.data.pairs import ImageStore, ValidationSet
 from decrappify.errors import ConfigError
 from decrappify.train.threads import ThreadTuner
 from decrappify.train.validation import save_png
@@ -77,8 +77,8 @@ def generate_outputs(
     into `folder/NNNNN.png`. Files already there are kept: an interrupted stage continues where it stopped.
     `stop()` is asked before each picture (Ctrl-C): true ends the stage with `KeyboardInterrupt`. `tuner` picks
     the thread count from the time each picture takes (see `threads.py`)."""
-    from decrappify.degrade import modcrop, rng_for
-    from decrappify.tiling import restore_tiled
+    from decrappify.data.degrade import modcrop, rng_for
+    from decrappify.inference.tiling import restore_tiled
 
     scale = int(pipeline.scale)
     multiple = int(getattr(model, "stride", 1) or 1)
@@ -158,7 +158,7 @@ def heldout_accuracy(
 ) -> float | None:
     """The critic's accuracy on the validation images: a centre crop of each truth vs the same crop of the
     generator's output (None without validation images at least `crop` pixels on both sides)."""
-    from decrappify.losses import critic_accuracy
+    from decrappify.train.losses import critic_accuracy
 
     if valset is None:
         return None
@@ -202,7 +202,7 @@ def generator_step(
 
 def critic_step(generator: nn.Module, critic: nn.Module, adversarial, optimizer, lq, hq, check) -> dict:
     """One critic update on real crops vs the generator's current outputs (eval mode, as in stage 2)."""
-    from decrappify.losses import critic_accuracy
+    from decrappify.train.losses import critic_accuracy
 
     generator.eval()
     with torch.no_grad():

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from decrappify.config import Config
+from decrappify.train.config import Config
 from decrappify.train.checkpoint import atomic_write_text
 from decrappify.train.events import Callback, EpochRecord, LogLines, ProgressBar, StepRecord
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from decrappify.config import OptimConfig
+from decrappify.train.config import OptimConfig
 
 
 def _cos_anneal(start: float, end: float, fraction: float) -> float:

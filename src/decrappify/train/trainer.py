@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from decrappify.config import Config
-from decrappify.data import EpochPlan, iterate_batches
+from decrappify.train.config import Config
+from decrappify.data.pairs import EpochPlan, iterate_batches
 from decrappify.errors import OutputError, TrainingError
 from decrappify.train import build, distributed
 from decrappify.train.budget import PROVISIONAL_STEPS, TimeBudget

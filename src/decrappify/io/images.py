@@ -27,7 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from decrappify import imageformats as formats
+from decrappify.io import formats
 from decrappify.errors import DecrappifyError, InputError, OutputError
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from PIL import Image
 from decrappify.errors import OutputError
 
 if TYPE_CHECKING:  # evaluate re-exports write_report / write_json, so it imports this module, not the reverse
-    from decrappify.evaluate import EvaluationResult, ImageRecord
+    from decrappify.evaluation.evaluate import EvaluationResult, ImageRecord
 
 _CROP_NAME = re.compile(r"[0-9]{3,}-[0-9]{2,}-[a-z0-9-]+\.png")
 DISPLAY_SIZE = 192  # target on-screen side of a crop, pixels (zoom is an integer factor)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from decrappify.errors import DecrappifyError, InputError
-from decrappify.imageio import is_image_path
+from decrappify.io.images import is_image_path
 
 log = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ def load_runner(
     scale, multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
     if backend == "torch":
         return LoadedModel(TorchRunner(model, torch_device, scale, multiple), config, info)
-    from decrappify.export import create_session, export_onnx
+    from decrappify.inference.export import create_session, export_onnx
 
     onnx_bytes = export_onnx(model, None, config=config, info=info)
     session = create_session(onnx_bytes, device=torch_device, threads=threads, opt_level=opt_level)
@@ -133,7 +133,7 @@ def load_runner(
 
 
 def _load_onnx_file(path: Path, device: torch.device, threads: int | None, opt_level: str) -> LoadedModel:
-    from decrappify.export import (
+    from decrappify.inference.export import (
         METADATA_CONFIG,
         METADATA_INFO,
         METADATA_MULTIPLE,

@@ -22,7 +22,7 @@ from decrappify.weights import read_model_metadata
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"  # package data beside the subpackages
 REGISTRY_FILE = "registry.json"
 DEFAULT_MODEL = "restore-x4"
 MODEL_SUFFIXES = (".safetensors", ".onnx")
@@ -39,7 +39,7 @@ class ModelEntry:
     size_bytes: int
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    ensemble: str = "none"  # the self-ensemble it runs as by default (`decrappify.ensemble`)
+    ensemble: str = "none"  # the self-ensemble it runs as by default (`decrappify.inference.ensemble`)
 
 
 def _entry_from_file(path: Path, overrides: dict[str, Any]) -> ModelEntry:

@@ -1,6 +1,6 @@
 """What each file format needs beyond Pillow: EXIF, Pillow modes to values, 16-bit decoders, one encoder each.
 
-Internal to `decrappify.imageio`, which decides policy (limits, errors, alpha, bit depth, atomic writes); this
+Internal to `decrappify.io.images`, which decides policy (limits, errors, alpha, bit depth, atomic writes); this
 module knows the formats. Pillow reads and writes 48/64-bit PNG and TIFF as 8-bit, so `pypng` and `tifffile`
 handle those; Pillow's TIFF writer drops the Exif IFD unless given as nested tags, and so on.
 """

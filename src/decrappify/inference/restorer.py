@@ -22,14 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from decrappify.backends import LoadedModel, Runner, TorchRunner, load_runner
-from decrappify.ensemble import check_ensemble, model_ensemble, self_ensemble
+from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner
+from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble
 from decrappify.errors import ConfigError, InputError
-from decrappify.tiling import DEFAULT_MIN_TILE, restore_tiled
-from decrappify.zoo import resolve_model
+from decrappify.inference.tiling import DEFAULT_MIN_TILE, restore_tiled
+from decrappify.inference.zoo import resolve_model
 
 if TYPE_CHECKING:
-    from decrappify.imageio import Picture
+    from decrappify.io.images import Picture
 
 __all__ = ["Restorer", "keep_luminance", "luma", "restore_tiled"]
 
@@ -77,7 +77,7 @@ class Restorer:
         if render_size < 0:
             raise ConfigError(f"render size cannot be negative, got {render_size}")
         self.render_size = int(render_size)  # colourisation only; 0: run the model at full size
-        # Views averaged per tile (`decrappify.ensemble`); None: the one the model file names, else none.
+        # Views averaged per tile (`decrappify.inference.ensemble`); None: the one the model file names, else none.
         self.ensemble = model_ensemble(self.info) if ensemble is None else check_ensemble(ensemble)
 
     @classmethod
@@ -101,7 +101,7 @@ class Restorer:
         `threads` and `opt_level` apply to ONNX Runtime only. `render_size` (colourisation): the longer side the
         model sees (None: the model file's `info["render_size"]`, else 512; 0: full size). `ensemble`: average
         the model over mirrored ("flip", 2 calls) or all eight turned and mirrored views ("dihedral") of each
-        tile, for ~0.1 dB at that many times the time (`decrappify.ensemble` says which models suit which); None:
+        tile, for ~0.1 dB at that many times the time (`decrappify.inference.ensemble` says which models suit which); None:
         the one the model file names (`info["ensemble"]`), else "none".
         """
         path = resolve_model(name_or_path)

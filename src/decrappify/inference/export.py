@@ -58,7 +58,7 @@ def export_onnx(
 
     The model is traced on the CPU in fp32 on a small input whose sides are not multiples of its stride.
     """
-    from decrappify.backends import size_multiple_of
+    from decrappify.inference.runners import size_multiple_of
 
     onnx, _ = _onnx_modules()
     model = model.to("cpu").float().eval()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from decrappify.degrade import modcrop, rng_for, scale_box
+from decrappify.data.degrade import modcrop, rng_for, scale_box
 from decrappify.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ SampleKey = tuple[int, int, tuple[int, ...]]
 
 def list_images(folders: Sequence[str | Path]) -> list[tuple[Path, str]]:
     """Images under each folder (recursive), as (path, key) sorted by key; key = folder name / relative path."""
-    from decrappify.imageio import is_image_path
+    from decrappify.io.images import is_image_path
 
     found: list[tuple[Path, str]] = []
     for folder in map(Path, folders):

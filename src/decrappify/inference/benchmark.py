@@ -6,7 +6,7 @@ model's cost in GFLOPs per output megapixel (torch's FLOP counter: convolutions 
 GFLOP/s that makes, this machine's measured peak (an fp32 matrix product), and the fraction of it. The
 library measures; the CLI prints `BenchmarkResult.to_markdown()`.
 
-A model file that names a self-ensemble (`decrappify.ensemble`) is timed as it runs by default, every view
+A model file that names a self-ensemble (`decrappify.inference.ensemble`) is timed as it runs by default, every view
 included, and its GFLOPs per megapixel count every view: the speed a card states is the speed a user gets.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from decrappify.backends import OnnxRunner, TorchRunner, size_multiple_of
-from decrappify.ensemble import check_ensemble, model_ensemble, self_ensemble, views_for
+from decrappify.inference.runners import OnnxRunner, TorchRunner, size_multiple_of
+from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble, views_for
 from decrappify.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class _RunnerFactory:
         )
 
     def onnx_runner(self, variant: str, threads: int) -> OnnxRunner:
-        from decrappify.export import create_session, export_onnx
+        from decrappify.inference.export import create_session, export_onnx
 
         if self._onnx is None:
             start = time.perf_counter()

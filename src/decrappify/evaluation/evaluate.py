@@ -36,10 +36,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from decrappify import degrade, metrics
+from decrappify.data import degrade
+
+from decrappify.evaluation import metrics
 from decrappify.errors import ConfigError, DecrappifyError, InputError
-from decrappify.imageio import is_image_path, picture_to_pil, read_image
-from decrappify.report import write_json, write_report
+from decrappify.io.images import is_image_path, picture_to_pil, read_image
+from decrappify.evaluation.report import write_json, write_report
 
 __all__ = [
     "TASKS",
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from decrappify.perceptual import PerceptualDistance
+    from decrappify.evaluation.perceptual import PerceptualDistance
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class ModelMethod:
         self, name_or_path: str | Path, scale: int, label: str | None = None, ensemble: str | None = None
     ):
         # Imported here: torch and the model code are only needed when a model is actually evaluated.
-        from decrappify.infer import Restorer
+        from decrappify.inference.restorer import Restorer
 
         self.restorer = Restorer.from_pretrained(name_or_path, ensemble=ensemble)
         if self.restorer.scale != scale:
@@ -121,7 +123,7 @@ class ModelMethod:
 def ensemble_suffix(restorer) -> str:
     """How a row's ensemble differs from the model's own: " +dihedral" (EDSR's "+" names such rows),
     " (no ensemble)", or "" when it runs as its file says."""
-    from decrappify.ensemble import model_ensemble
+    from decrappify.inference.ensemble import model_ensemble
 
     if restorer.ensemble == model_ensemble(restorer.info):
         return ""
@@ -339,11 +341,11 @@ def create_methods(
 ) -> list[Method]:
     """The baseline, then peers from `peers_dir`, then each spec (a name, a path, or a ready `Method`).
 
-    `ensemble` applies to the models named by specs (see `decrappify.ensemble`; None: each model's own).
+    `ensemble` applies to the models named by specs (see `decrappify.inference.ensemble`; None: each model's own).
     """
     methods: list[Method] = [Bicubic(scale)]
     if peers_dir is not None:
-        from decrappify.peers import load_peers  # OpenCV is optional: only imported when peers are asked for
+        from decrappify.evaluation.peers import load_peers  # OpenCV is optional: only imported when peers are asked for
 
         methods += load_peers(peers_dir, scale)
     seen: set[str] = set()
@@ -404,7 +406,7 @@ def evaluate(
     `InputError`. `keep_crops` keeps the small crops `write_report` needs. `perceptual`: None scores the VGG
     distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
     `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (None: as its file says;
-    `decrappify.ensemble`).
+    `decrappify.inference.ensemble`).
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)
@@ -490,7 +492,7 @@ def resolve_perceptual(perceptual: PerceptualDistance | bool | None) -> Perceptu
     if perceptual is False:
         return None
     if perceptual is None or perceptual is True:
-        from decrappify.perceptual import PerceptualDistance, default_perceptual
+        from decrappify.evaluation.perceptual import PerceptualDistance, default_perceptual
 
         return PerceptualDistance.from_weights() if perceptual else default_perceptual()
     return perceptual

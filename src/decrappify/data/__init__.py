@@ -1,0 +1,1 @@
+"""Training data: crappify degradations and the (degraded, clean) pairs a model learns from."""

@@ -1,0 +1,1 @@
+"""Scoring restorations: evaluate against baselines and peers, metrics, perceptual distance, reports, the demo."""

@@ -1,0 +1,1 @@
+"""Pictures in and out: image formats with their metadata, atomic files, jobs over many input files."""
