@@ -14,17 +14,17 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
-from decrappify.errors import ConfigError, OutputError, WeightsError
+from decrappify.errors import ConfigError, WeightsError
+from decrappify.io.atomic import atomic_write_bytes
 from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -239,19 +239,7 @@ def save_model(
         CONFIG_KEY: json.dumps(dict(config), sort_keys=True),
         INFO_KEY: json.dumps(dict(metadata or {}), sort_keys=True),
     }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:
-        raise OutputError(path, f"cannot write model file: {exc.strerror or exc}") from exc
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=header))
 
 
 def read_model_metadata(path: str | Path) -> tuple[dict, dict]:

@@ -18,9 +18,9 @@ from PIL import Image
 from decrappify.train.config import load_config
 from decrappify.errors import OutputError, TrainingError
 from decrappify.train import Callback, Trainer, resume_config, train
+from decrappify.io.atomic import atomic_write_text
 from decrappify.train.checkpoint import (
     TrainState,
-    atomic_write_text,
     find_checkpoint,
     load_checkpoint,
     save_checkpoint,

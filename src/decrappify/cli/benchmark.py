@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 
-from decrappify.inference.benchmark import DEFAULT_VARIANTS, ONNX_VARIANTS, TORCH_VARIANTS, benchmark, parse_size
-from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.errors import ConfigError
+from decrappify.inference.benchmark import (
+    DEFAULT_VARIANTS,
+    ONNX_VARIANTS,
+    TORCH_VARIANTS,
+    benchmark,
+    parse_size,
+)
+from decrappify.inference.ensemble import ENSEMBLES
+from decrappify.inference.zoo import DEFAULT_MODEL, resolve_model
 from decrappify.nn.models import ARCHS, create_model
 from decrappify.weights import load_model
-from decrappify.inference.zoo import DEFAULT_MODEL, resolve_model
 
 log = logging.getLogger("decrappify")
 

@@ -15,17 +15,24 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from decrappify import __version__
-from decrappify.io.jobs import BatchItem, collect_inputs, output_path, run_batch
 from decrappify.cli.options import add_max_pixels
-from decrappify.data.degrade import DEFAULT_PRESET, PRESETS, Pipeline, create_preset, resize_shorter_side, rng_for
+from decrappify.data.degrade import (
+    DEFAULT_PRESET,
+    PRESETS,
+    Pipeline,
+    create_preset,
+    resize_shorter_side,
+    rng_for,
+)
 from decrappify.errors import ConfigError, InputError, OutputError
+from decrappify.io.atomic import atomic_write_text
 from decrappify.io.images import DEFAULT_MAX_PIXELS, picture_from_pil, picture_to_pil, read_image, write_image
+from decrappify.io.jobs import BatchItem, collect_inputs, output_path, run_batch
 
 log = logging.getLogger("decrappify")
 
@@ -231,15 +238,4 @@ def _collect_records(
 def _write_json_atomic(path: Path, data: dict) -> None:
     """Sorted keys and a fixed layout (so the same run gives the same bytes), moved into place at once."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666
-        )  # 0666 less the umask, like open()
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write: {exc.strerror or exc}") from exc
+    atomic_write_text(path, text)

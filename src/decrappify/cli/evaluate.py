@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.evaluation.evaluate import TASKS, evaluate, write_json, write_report
+from decrappify.inference.ensemble import ENSEMBLES
 
 log = logging.getLogger("decrappify")
 

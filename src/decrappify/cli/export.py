@@ -7,9 +7,16 @@ import logging
 from pathlib import Path
 
 from decrappify.errors import OutputError, WeightsError
-from decrappify.inference.export import DEFAULT_OPSET, PARITY_TOLERANCE, create_session, export_onnx, parity, save_onnx
-from decrappify.weights import load_model
+from decrappify.inference.export import (
+    DEFAULT_OPSET,
+    PARITY_TOLERANCE,
+    create_session,
+    export_onnx,
+    parity,
+    save_onnx,
+)
 from decrappify.inference.zoo import resolve_model
+from decrappify.weights import load_model
 
 log = logging.getLogger("decrappify")
 

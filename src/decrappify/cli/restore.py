@@ -6,13 +6,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from decrappify.inference.runners import BACKENDS, DEVICES
-from decrappify.io.jobs import BatchItem, collect_inputs, output_path, run_batch
 from decrappify.cli.options import add_max_pixels, add_threads, apply_threads
 from decrappify.inference.ensemble import ENSEMBLES
-from decrappify.io.images import WRITE_FORMATS, read_image, write_image
 from decrappify.inference.restorer import DEFAULT_TILE, Restorer
+from decrappify.inference.runners import BACKENDS, DEVICES
 from decrappify.inference.zoo import DEFAULT_MODEL
+from decrappify.io.images import WRITE_FORMATS, read_image, write_image
+from decrappify.io.jobs import BatchItem, collect_inputs, output_path, run_batch
 
 log = logging.getLogger("decrappify")
 

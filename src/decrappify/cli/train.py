@@ -8,8 +8,8 @@ import logging
 import shlex
 from pathlib import Path
 
-from decrappify.train.config import Config, load_config
 from decrappify.errors import ConfigError
+from decrappify.train.config import Config, load_config
 
 log = logging.getLogger("decrappify")
 

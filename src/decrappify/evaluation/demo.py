@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from decrappify.evaluation.evaluate import TASKS, EvaluationResult, check_task, evaluate, write_report
-from decrappify.io.images import Picture, write_image
 from decrappify.evaluation.report import ReportSection, write_overview
 from decrappify.inference.zoo import ModelEntry, list_models
+from decrappify.io.images import Picture, write_image
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from decrappify.data import degrade
-
-from decrappify.evaluation import metrics
 from decrappify.errors import ConfigError, DecrappifyError, InputError
-from decrappify.io.images import is_image_path, picture_to_pil, read_image
+from decrappify.evaluation import metrics
 from decrappify.evaluation.report import write_json, write_report
+from decrappify.io.images import is_image_path, picture_to_pil, read_image
 
 __all__ = [
     "TASKS",
@@ -345,7 +344,9 @@ def create_methods(
     """
     methods: list[Method] = [Bicubic(scale)]
     if peers_dir is not None:
-        from decrappify.evaluation.peers import load_peers  # OpenCV is optional: only imported when peers are asked for
+        from decrappify.evaluation.peers import (
+            load_peers,  # OpenCV is optional: only imported when peers are asked for
+        )
 
         methods += load_peers(peers_dir, scale)
     seen: set[str] = set()

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from decrappify.errors import OutputError
+from decrappify.io.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:  # evaluate re-exports write_report / write_json, so it imports this module, not the reverse
     from decrappify.evaluation.evaluate import EvaluationResult, ImageRecord
@@ -41,24 +40,6 @@ figure { margin: 0; }
 figcaption { font-size: 0.85em; text-align: center; max-width: 16em; }
 img { image-rendering: pixelated; display: block; }
 """
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder; OutputError naming the path."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as error:
-        raise OutputError(path, f"cannot write: {error.strerror or error}") from error
-    return path
 
 
 def write_json(result: EvaluationResult, path: str | Path) -> Path:

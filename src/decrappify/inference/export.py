@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from decrappify.errors import ConfigError, OutputError, WeightsError
+from decrappify.errors import ConfigError, WeightsError
+from decrappify.io.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,7 @@ def export_onnx(
 
 def save_onnx(data: bytes, path: str | Path) -> Path:
     """Write ONNX bytes atomically (a temporary file beside it, then a rename); `OutputError` on failure."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write the ONNX file: {error.strerror or error}") from error
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def create_session(

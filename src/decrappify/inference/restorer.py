@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner
-from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble
 from decrappify.errors import ConfigError, InputError
+from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble
+from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner
 from decrappify.inference.tiling import DEFAULT_MIN_TILE, restore_tiled
 from decrappify.inference.zoo import resolve_model
 

@@ -16,19 +16,18 @@ import dataclasses
 import functools
 import logging
 import os
-import secrets
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from decrappify.io import formats
 from decrappify.errors import DecrappifyError, InputError, OutputError
+from decrappify.io import formats
+from decrappify.io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +321,7 @@ def write_image(
         icc = None  # a profile for another colour space would make readers misinterpret the pixels
     exif = formats.exif_for_output(picture.exif, picture.size)
     encoding = formats.Encoding(values, bit_depth, icc, exif, quality)
-    _atomic_write(path, overwrite, lambda file: formats.ENCODERS[fmt](file, encoding))
+    atomic_write(path, lambda file: formats.ENCODERS[fmt](file, encoding), overwrite=overwrite)
     return path
 
 
@@ -367,60 +366,3 @@ def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
     np.nan_to_num(scaled, copy=False, nan=0.0)
     np.rint(scaled, out=scaled)
     return scaled.astype(np.uint8 if bit_depth == 8 else np.uint16)
-
-
-def _atomic_write(path: Path, overwrite: bool, write: Callable[[BinaryIO], None]) -> None:
-    """Write a temporary file beside `path`, then move it into place; the temporary never outlives a failure."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(path, f"cannot create its folder: {exc.strerror or exc}") from exc
-    temp, fd = _open_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        _publish(temp, path, overwrite)
-    except OSError as exc:
-        _remove_quietly(temp)
-        raise OutputError(path, f"cannot write: {exc.strerror or formats.short_reason(exc)}") from exc
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-
-
-def _open_temp(path: Path) -> tuple[Path, int]:
-    """Create a fresh hidden file beside `path` (mode 0666 less the umask, unlike mkstemp's 0600)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return temp, os.open(temp, flags, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(path, f"cannot write in its folder: {exc.strerror or exc}") from exc
-    raise OutputError(path, "cannot create a temporary file beside it")
-
-
-def _publish(temp: Path, path: Path, overwrite: bool) -> None:
-    """Move the finished file into place; without `overwrite`, a file that appeared meanwhile still wins."""
-    if overwrite:
-        os.replace(temp, path)
-        return
-    try:
-        os.link(temp, path)  # fails if `path` exists, atomically, unlike a check followed by a rename
-    except FileExistsError:
-        raise OutputError(path, "already exists (use --overwrite to replace it)") from None
-    except OSError:  # this file system has no hard links
-        if path.exists():
-            raise OutputError(path, "already exists (use --overwrite to replace it)") from None
-        os.replace(temp, path)
-        return
-    _remove_quietly(temp)  # the picture is in place; a stray temporary name is not worth an error
-
-
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()

@@ -25,12 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from decrappify import __version__
 from decrappify.errors import ConfigError, DecrappifyError, InputError
+from decrappify.inference.tiling import OutOfMemory
 from decrappify.serve.errors import ApiError, install_error_handlers
 from decrappify.serve.job import OUTPUT_CHOICES, RestoredImage, RestoreRequest, restore_upload
 from decrappify.serve.limits import RequestLimitsMiddleware, inspect_upload, token_matches, unauthorized
 from decrappify.serve.queue import InferencePool, PoolFull
 from decrappify.serve.settings import ServeSettings
-from decrappify.inference.tiling import OutOfMemory
 
 if TYPE_CHECKING:
     from decrappify.inference.restorer import Restorer

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from decrappify.train.config import Config, apply_overrides, config_from_dict
 from decrappify.errors import OutputError
 from decrappify.train import distributed
 from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint
+from decrappify.train.config import Config, apply_overrides, config_from_dict
 from decrappify.train.events import Callback, EpochRecord, StepRecord
 from decrappify.train.schedule import LRFindResult, Schedule
 from decrappify.train.trainer import Trainer, TrainResult

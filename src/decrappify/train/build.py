@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from decrappify.train.config import Config
 from decrappify.data.pairs import (
     EpochPlan,
     ImageStore,
@@ -29,6 +28,7 @@ from decrappify.data.pairs import (
     split_validation,
 )
 from decrappify.errors import ConfigError
+from decrappify.train.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -6,50 +6,28 @@ A checkpoint is a folder `RUN/checkpoints/last/` holding
   - `optim.pt`: the optimizer's state dict (tensors, numbers and strings only: loaded with `weights_only=True`).
 It is written into a temporary folder that then replaces the old one with two renames (old -> `.last.old`,
 new -> `last`), so a reader finds either the complete new checkpoint or the complete old one. Single files
-(logs, sample grids, model files) go through `atomic_write_bytes`: temp file in the same folder + `os.replace`.
+(logs, sample grids, model files) go through `decrappify.io.atomic` like every file the project writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from decrappify.errors import OutputError, WeightsError
+from decrappify.errors import WeightsError
+from decrappify.io.atomic import atomic_folder, atomic_write_bytes, previous_folder, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MODEL_FILE, STATE_FILE, OPTIM_FILE = "model.safetensors", "state.json", "optim.pt"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write: {error}") from None
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass
@@ -111,31 +89,27 @@ def save_checkpoint(
     """Write checkpoint `folder/name/` atomically (see the module docstring); returns its path."""
     from decrappify.weights import save_model
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final, old = folder / name, folder / f".{name}.old"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
-    try:
+    final = Path(folder) / name
+    with atomic_folder(final) as tmp:
         save_model(model, tmp / MODEL_FILE, model_config, info)
-        torch.save(optimizer, tmp / OPTIM_FILE)
+        buffer = io.BytesIO()
+        torch.save(optimizer, buffer)
+        atomic_write_bytes(tmp / OPTIM_FILE, buffer.getvalue())
         payload = {"format": FORMAT_VERSION, "config": config, "state": state.to_dict(), "info": info}
-        (tmp / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except OSError as error:
-        raise OutputError(final, f"cannot write checkpoint: {error}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+        atomic_write_bytes(tmp / STATE_FILE, json.dumps(payload, indent=2).encode("utf-8"))
     return final
+
+
+def remove_interrupted_writes(run_dir: str | Path) -> None:
+    """Clear the temporaries that a killed run left in `run_dir` and its `checkpoints/` (the owner is starting)."""
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        remove_stale_temporaries(folder)
 
 
 def find_checkpoint(folder: str | Path, name: str = "last") -> Path | None:
     """The complete checkpoint `folder/name`, or the previous one if a save was cut between its two renames."""
-    folder = Path(folder)
-    for candidate in (folder / name, folder / f".{name}.old"):
+    final = Path(folder) / name
+    for candidate in (final, previous_folder(final)):
         if (candidate / STATE_FILE).is_file():
             return candidate
     return None

@@ -37,12 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from decrappify.train.config import Config, config_from_dict
 from decrappify.data.pairs import ImageStore
 from decrappify.errors import ConfigError, OutputError, WeightsError
 from decrappify.evaluation.perceptual import PerceptualDistance
+from decrappify.io.atomic import atomic_write_bytes, atomic_write_text
 from decrappify.train import build, distributed
-from decrappify.train.checkpoint import TrainState, atomic_write_bytes, atomic_write_text, find_checkpoint
+from decrappify.train.checkpoint import TrainState, find_checkpoint
+from decrappify.train.config import Config, config_from_dict
 from decrappify.train.events import Callback, CallbackList, ProgressBar
 from decrappify.train.gan_loop import StageLoop
 from decrappify.train.gan_parts import (
@@ -244,8 +245,8 @@ class NoGAN:
 
     def _stage_critic(self, generator_path: Path) -> None:
         """Stage 3: the critic learns real vs generated crops (BCE, one-cycle AdamW); held-out accuracy stored."""
-        from decrappify.train.losses import AdversarialLoss, critic_accuracy
         from decrappify.nn.critic import create_critic
+        from decrappify.train.losses import AdversarialLoss, critic_accuracy
         from decrappify.weights import save_model
 
         if "critic" in self.summary["stages"]:

@@ -18,11 +18,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from decrappify.train.config import Config
 from decrappify.data.pairs import EpochPlan, iterate_batches
 from decrappify.errors import ConfigError, TrainingError
 from decrappify.train import distributed
-from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from decrappify.train.checkpoint import (
+    TrainState,
+    find_checkpoint,
+    load_checkpoint,
+    remove_interrupted_writes,
+    save_checkpoint,
+)
+from decrappify.train.config import Config
 from decrappify.train.events import Callback, StageInfo, StepRecord
 from decrappify.train.logs import CsvLog
 from decrappify.train.threads import ThreadTuner
@@ -82,6 +88,7 @@ class StageLoop:
         """The stage's position and extra state from its checkpoint (weights and optimizers loaded), or a start."""
         from decrappify.weights import load_into
 
+        remove_interrupted_writes(self.folder)
         path = find_checkpoint(self.folder / "checkpoints")
         if path is None:
             return TrainState(), {}

@@ -16,8 +16,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from decrappify.io.atomic import atomic_write_text
 from decrappify.train.config import Config
-from decrappify.train.checkpoint import atomic_write_text
 from decrappify.train.events import Callback, EpochRecord, LogLines, ProgressBar, StepRecord
 
 log = logging.getLogger(__name__)

@@ -19,19 +19,20 @@ from pathlib import Path
 
 import torch
 
-from decrappify.train.config import Config
 from decrappify.data.pairs import EpochPlan, iterate_batches
 from decrappify.errors import OutputError, TrainingError
+from decrappify.io.atomic import atomic_write_text
 from decrappify.train import build, distributed
 from decrappify.train.budget import PROVISIONAL_STEPS, TimeBudget
 from decrappify.train.checkpoint import (
     Checkpoint,
     TrainState,
-    atomic_write_text,
     find_checkpoint,
     load_checkpoint,
+    remove_interrupted_writes,
     save_checkpoint,
 )
+from decrappify.train.config import Config
 from decrappify.train.events import Callback, CallbackList, EpochRecord, FitInfo, StageInfo, StepRecord
 from decrappify.train.interrupts import deferred_interrupts
 from decrappify.train.logs import default_callbacks
@@ -141,6 +142,7 @@ class Trainer:
         self._losses = []
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_interrupted_writes(self.run_dir)
             atomic_write_text(self.run_dir / "config.json", self.config.to_json() + "\n")
         start = FitInfo(self.run_dir, len(self.config.stages), self.state.step, self.state.step > 0)
         self.callbacks.on_fit_start(start)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from decrappify.evaluation import metrics
 from decrappify.data.pairs import ValidationSet
+from decrappify.evaluation import metrics
 from decrappify.evaluation.perceptual import PerceptualDistance
-from decrappify.train.checkpoint import atomic_write_bytes
+from decrappify.io.atomic import atomic_write_bytes
 
 GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the target)
 
