@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decrappify.train.config import config_from_dict
 from decrappify.data.pairs import EpochPlan, iterate_batches
-from decrappify.train.losses import AdversarialLoss, critic_accuracy
 from decrappify.nn.critic import create_critic
 from decrappify.nn.models import count_flops
 from decrappify.train import build
+from decrappify.train.config import config_from_dict
 from decrappify.train.gan import STATE_FILE, NoGAN
 from decrappify.train.gan_parts import RealFakeDataset, heldout_accuracy
+from decrappify.train.losses import AdversarialLoss, critic_accuracy
 from decrappify.train.schedule import Schedule
 from decrappify.weights import load_model
 

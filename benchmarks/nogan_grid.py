@@ -18,11 +18,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from decrappify.data import degrade
-
 from decrappify.evaluation import metrics
-from decrappify.evaluation.evaluate import choose_crop, find_images, split_label, to_uint8
-from decrappify.io.images import picture_to_pil, read_image
+from decrappify.evaluation.evaluate import choose_crop
+from decrappify.evaluation.methods import split_label, to_uint8
 from decrappify.inference.restorer import Restorer
+from decrappify.io.images import picture_to_pil, read_image
+from decrappify.io.listing import images_in_folder
 
 LABEL_HEIGHT = 18
 
@@ -63,7 +64,7 @@ def main() -> None:
     labels.append("truth")
     rows = [
         row(p, rel, args.task, restorers, args.crop, args.seed)
-        for p, rel in find_images(args.data)[: args.count]
+        for p, rel in images_in_folder(args.data)[: args.count]
     ]
     side = args.crop
     grid = Image.new("RGB", (side * len(labels), LABEL_HEIGHT + side * len(rows)), "white")

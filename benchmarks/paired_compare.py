@@ -14,7 +14,8 @@ import argparse
 
 import numpy as np
 
-from decrappify.evaluation.evaluate import evaluate, split_label
+from decrappify.evaluation.evaluate import evaluate
+from decrappify.evaluation.methods import split_label
 
 
 def bootstrap_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:

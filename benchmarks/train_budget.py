@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from decrappify.train.config import Config, load_config
 from decrappify.data.pairs import ImageStore, list_images
 from decrappify.nn.models import create_model
+from decrappify.train.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "bsds500"

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
+from decrappify.evaluation.evaluate import evaluate
+from decrappify.evaluation.methods import Method, ModelMethod
 from decrappify.inference.benchmark import benchmark
 from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, views_for
-from decrappify.evaluation.evaluate import Method, ModelMethod, evaluate
+from decrappify.inference.zoo import MODELS_DIR, REGISTRY_FILE
 from decrappify.nn.models import gflops_per_output_megapixel
 from decrappify.weights import load_model, save_model
-from decrappify.inference.zoo import MODELS_DIR, REGISTRY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +25,17 @@ from torch import Tensor, nn
 
 from decrappify.errors import ConfigError, WeightsError
 from decrappify.io.atomic import atomic_write_bytes
+from decrappify.io.model_metadata import CONFIG_KEY, FORMAT_KEY, FORMAT_VERSION, INFO_KEY, read_model_metadata
 from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
+from decrappify.nn.models import create_model
+from decrappify.nn.state_dict import load_into
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "decrappify.config"
-INFO_KEY = "decrappify.info"
-FORMAT_KEY = "decrappify.format"
-FORMAT_VERSION = "1"
 
 VGG_WEIGHTS_ENV = "DECRAPPIFY_VGG_WEIGHTS"
 SHARED_VGG16 = Path("..") / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
 
-_PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
-_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -150,67 +147,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def clean_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Strip the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes from every key."""
-    cleaned = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES_TO_STRIP:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        cleaned[key] = value
-    return cleaned
-
-
-# ----------------------------------------------------------------------------------------------- strict loading
-
-
-def _listed(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else shown
-
-
-def load_into(
-    module: nn.Module,
-    state_dict: Mapping[str, Tensor],
-    *,
-    what: str,
-    ignore_prefixes: Sequence[str] = (),
-) -> None:
-    """Copy ``state_dict`` into ``module`` after checking every key and shape; ``WeightsError`` if any differ.
-
-    ``what`` names the source in messages (a file name, "resnet34 encoder"). Keys starting with one of
-    ``ignore_prefixes`` are dropped first: this is how a full torchvision file (``fc.*``, ``classifier.*``)
-    loads into a features-only backbone. A missing ``num_batches_tracked`` (older torchvision files) is not an
-    error. Tensors are cast to the module's dtype (fp16 files load into fp32 models).
-    """
-    source = {
-        k: v for k, v in clean_state_dict(state_dict).items() if not k.startswith(tuple(ignore_prefixes))
-    }
-    target = module.state_dict()
-    missing = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in source if k not in target]
-    mismatched = [
-        f"{k} {tuple(source[k].shape)} vs {tuple(v.shape)}"
-        for k, v in target.items()
-        if k in source and source[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches (file vs model): {_listed(mismatched)}")
-    if problems:
-        raise WeightsError(f"{what}: weights do not fit {module.__class__.__name__}: " + "; ".join(problems))
-    for key, value in target.items():
-        source.setdefault(key, value)  # only num_batches_tracked can be absent here
-    module.load_state_dict(source, strict=True)
-
-
 # ------------------------------------------------------------------------------------------------ model files
 
 
@@ -242,31 +178,8 @@ def save_model(
     return atomic_write_bytes(path, save(tensors, metadata=header))
 
 
-def read_model_metadata(path: str | Path) -> tuple[dict, dict]:
-    """The (config, info) stored in a model file, without building the model."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: model file not found")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors model file ({exc})") from exc
-    if CONFIG_KEY not in meta:
-        raise WeightsError(f"{path}: no '{CONFIG_KEY}' metadata: not a decrappify model file")
-    try:
-        config = json.loads(meta[CONFIG_KEY])
-        info = json.loads(meta.get(INFO_KEY, "{}"))
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{path}: corrupt model metadata ({exc})") from exc
-    if not isinstance(config, dict) or not isinstance(info, dict):
-        raise WeightsError(f"{path}: corrupt model metadata (config and info must be JSON objects)")
-    return config, info
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
     """Rebuild a model from its file: ``(model in eval mode, fp32, on device; config; info)``."""
-    from decrappify.nn.models import create_model  # nn.models imports nothing from here; kept local for speed
 
     path = Path(path)
     config, info = read_model_metadata(path)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from decrappify.cli import main
-from decrappify.io.images import Picture, read_image, write_image
 from decrappify.inference.zoo import DEFAULT_MODEL, MODELS_DIR, list_models, resolve_model
+from decrappify.io.images import Picture, read_image, write_image
 
 SHIPPED = {"restore-x4": ("restore-x4", 4), "restore-x1": ("restore-x1", 1), "sr-x4": ("sr-x4", 4),
            "colorize": ("colorize", 1)}  # fmt: skip

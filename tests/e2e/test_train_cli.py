@@ -54,7 +54,7 @@ def test_train_then_resume_a_finished_run(
 
 
 def test_the_model_file_records_how_it_was_trained(photos: Path, tmp_path: Path) -> None:
-    from decrappify.weights import read_model_metadata
+    from decrappify.io.model_metadata import read_model_metadata
 
     out = tmp_path / "run"
     assert (

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decrappify.io.jobs import BatchItem, BatchReport, collect_inputs, output_path, run_batch
 from decrappify.errors import InputError
 from decrappify.io.images import Picture, read_image, write_image
+from decrappify.io.jobs import BatchItem, BatchReport, collect_inputs, output_path, run_batch
 
 
 def _write_png(path: Path, value: float = 0.5) -> Path:

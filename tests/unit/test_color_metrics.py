@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from decrappify.evaluation import metrics
 from decrappify.errors import InputError
-from decrappify.evaluation.evaluate import evaluate, write_report
-from decrappify.nn.backbones import VGGFeatures
+from decrappify.evaluation import metrics
+from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.perceptual import LAYERS, PerceptualDistance
+from decrappify.evaluation.report import write_report
+from decrappify.nn.backbones import VGGFeatures
 
 
 def _photo(seed: int = 0, size: tuple[int, int] = (40, 48)) -> np.ndarray:

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from decrappify.evaluation.metrics import colourfulness, rgb_to_y
+from decrappify.inference.restorer import Restorer, keep_luminance, luma
 from decrappify.inference.runners import LoadedModel, TorchRunner
 from decrappify.io.images import Picture
-from decrappify.inference.restorer import Restorer, keep_luminance, luma
-from decrappify.evaluation.metrics import colourfulness, rgb_to_y
 
 
 class Painter(nn.Module):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from decrappify.errors import ConfigError
 from decrappify.train.config import (
     Config,
     StageConfig,
@@ -15,7 +16,6 @@ from decrappify.train.config import (
     load_config,
     parse_override,
 )
-from decrappify.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

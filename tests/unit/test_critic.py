@@ -8,9 +8,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from decrappify.errors import ConfigError
-from decrappify.train.losses import AdversarialLoss, critic_accuracy
 from decrappify.nn.critic import CRITICS, PatchCritic, UnetCritic, create_critic
 from decrappify.nn.layers import SelfAttention
+from decrappify.train.losses import AdversarialLoss, critic_accuracy
 
 
 def _spectral(module: nn.Module) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from decrappify.data.degrade import create_preset
 from decrappify.data.pairs import (
     EpochPlan,
     ImageStore,
@@ -21,7 +22,6 @@ from decrappify.data.pairs import (
     list_images,
     split_validation,
 )
-from decrappify.data.degrade import create_preset
 from decrappify.errors import ConfigError, InputError
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from decrappify.evaluation import demo as demo_module
-from decrappify.inference import zoo
 from decrappify.cli import main
-from decrappify.evaluation.demo import run_demo
 from decrappify.errors import ConfigError
+from decrappify.evaluation import demo as demo_module
+from decrappify.evaluation.demo import run_demo
+from decrappify.inference import zoo
 from decrappify.nn import create_model
 from decrappify.weights import save_model
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, self_ensemble, views_for
 from decrappify.errors import ConfigError
+from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, self_ensemble, views_for
 from decrappify.inference.restorer import Restorer
 
 
@@ -87,7 +87,7 @@ def test_the_model_file_names_the_default_and_an_option_overrides_it(flip_model_
 
 
 def test_evaluate_names_rows_that_differ_from_the_models_own(flip_model_file: Path) -> None:
-    from decrappify.evaluation.evaluate import ModelMethod
+    from decrappify.evaluation.methods import ModelMethod
 
     assert ModelMethod(flip_model_file, 2).name == "tiny-flip"
     assert ModelMethod(flip_model_file, 2, ensemble="none").name == "tiny-flip (no ensemble)"

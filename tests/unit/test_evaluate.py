@@ -11,19 +11,12 @@ import pytest
 from PIL import Image
 
 from decrappify.data import degrade
-
-from decrappify.evaluation import metrics
 from decrappify.errors import ConfigError, InputError
-from decrappify.evaluation.evaluate import (
-    PSNR_CAP,
-    TASKS,
-    EvaluationResult,
-    choose_crop,
-    evaluate,
-    evaluate_image,
-    write_json,
-    write_report,
-)
+from decrappify.evaluation import metrics
+from decrappify.evaluation.evaluate import PSNR_CAP, choose_crop, evaluate, evaluate_image
+from decrappify.evaluation.report import write_json, write_report
+from decrappify.evaluation.results import EvaluationResult
+from decrappify.tasks import TASKS
 
 PEER_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "peers" / "ESPCN_x4.pb"
 RESULT_KEYS = {"method", "psnr_y", "ssim_y", "psnr_rgb", "psnr_watermark", "seconds", "megapixels_per_second",
@@ -148,7 +141,7 @@ def test_watermark_psnr_is_taken_inside_the_scaled_box(clean_dir: Path) -> None:
             lq[2:6, 3:9] = 255
             return degrade.Degraded(image=Image.fromarray(lq), boxes=[(3, 2, 9, 6)], scale=2)
 
-    from decrappify.evaluation.evaluate import Bicubic
+    from decrappify.evaluation.methods import Bicubic
 
     record = evaluate_image(clean_dir / "a.png", "a.png", Stamped(), [Bicubic(2)], seed=0)
     scores = record.scores["bicubic"]
@@ -216,7 +209,7 @@ def test_report_needs_crops(clean_dir: Path, tmp_path: Path) -> None:
 
 
 def test_perfect_psnr_is_capped_so_json_stays_finite() -> None:
-    from decrappify.evaluation.evaluate import ImageRecord, Scores
+    from decrappify.evaluation.results import ImageRecord, Scores
 
     perfect = Scores(PSNR_CAP, 1.0, PSNR_CAP, None, 0.1, 0.5)
     result = EvaluationResult(

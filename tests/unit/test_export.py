@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from decrappify.inference.benchmark import benchmark, parse_size
 from decrappify.cli import main
 from decrappify.errors import ConfigError, WeightsError
+from decrappify.inference.benchmark import benchmark, parse_size
 from decrappify.inference.export import OPT_LEVELS, create_session, export_onnx, parity
 from decrappify.inference.restorer import Restorer
 from decrappify.nn import create_model

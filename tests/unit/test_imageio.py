@@ -16,8 +16,8 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from decrappify.io import formats as imageformats
 from decrappify.errors import InputError, OutputError
+from decrappify.io import formats as imageformats
 from decrappify.io.images import (
     DEFAULT_MAX_PIXELS,
     Picture,

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from decrappify.errors import ConfigError, DecrappifyError, InputError
-from decrappify.io.images import Picture
-from decrappify.inference.restorer import Restorer, keep_luminance
 from decrappify.evaluation.metrics import rgb_to_y
+from decrappify.inference.restorer import Restorer, keep_luminance
+from decrappify.inference.zoo import list_models, resolve_model
+from decrappify.io.images import Picture
 from decrappify.nn import create_model
 from decrappify.weights import save_model
-from decrappify.inference.zoo import list_models, resolve_model
 
 TINY = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from decrappify.train.config import config_from_dict
 from decrappify.errors import ConfigError, TrainingError
 from decrappify.train import Callback, gan_parts, resume_config, train
+from decrappify.train.config import config_from_dict
 from decrappify.train.gan import STATE_FILE, AdaptiveSwitcher
 from decrappify.weights import load_model
 
@@ -227,8 +227,8 @@ def test_ctrl_c_saves_a_checkpoint_at_once_and_resume_finishes(photos, tmp_path)
 
 
 def test_generation_stops_between_pictures_when_asked(photos, tmp_path) -> None:
-    from decrappify.data.pairs import ImageStore
     from decrappify.data.degrade import create_preset
+    from decrappify.data.pairs import ImageStore
     from decrappify.nn import create_model
 
     model = create_model({"arch": "compact", "scale": 4, "widths": [8, 8, 8], "blocks": [0, 0, 0]})

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from decrappify.nn import create_model
 from decrappify.inference.tiling import OutOfMemory, axis_weights, is_out_of_memory, restore_tiled, split_axis
+from decrappify.nn import create_model
 
 SMALL_COMPACT = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
 SMALL_UNET = {"arch": "unet", "encoder": "resnet18", "encoder_width": 8, "scale": 2, "self_attention": False}

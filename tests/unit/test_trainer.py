@@ -15,16 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from decrappify.train.config import load_config
 from decrappify.errors import OutputError, TrainingError
-from decrappify.train import Callback, Trainer, resume_config, train
 from decrappify.io.atomic import atomic_write_text
+from decrappify.train import Callback, Trainer, resume_config, train
 from decrappify.train.checkpoint import (
     TrainState,
     find_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from decrappify.train.config import load_config
 from decrappify.train.schedule import Schedule, lr_find, lr_sweep
 
 TINY = [

@@ -12,13 +12,13 @@ from safetensors.torch import save_file
 from decrappify import weights
 from decrappify.errors import WeightsError
 from decrappify.nn.models import create_model
+from decrappify.io.model_metadata import read_model_metadata
+from decrappify.nn.state_dict import clean_state_dict
 from decrappify.weights import (
     PRETRAINED,
-    clean_state_dict,
     default_vgg16_weights,
     load_model,
     load_state_dict_file,
-    read_model_metadata,
     save_model,
 )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from decrappify.evaluation.evaluate import TASKS, evaluate, write_json, write_report
+from decrappify.evaluation.evaluate import evaluate
+from decrappify.evaluation.report import write_json, write_report
 from decrappify.inference.ensemble import ENSEMBLES
+from decrappify.tasks import TASKS
 
 log = logging.getLogger("decrappify")
 

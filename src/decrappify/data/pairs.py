@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from decrappify.data.degrade import modcrop, rng_for, scale_box
 from decrappify.errors import ConfigError, InputError
+from decrappify.io.listing import images_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,13 @@ SampleKey = tuple[int, int, tuple[int, ...]]
 
 
 def list_images(folders: Sequence[str | Path]) -> list[tuple[Path, str]]:
-    """Images under each folder (recursive), as (path, key) sorted by key; key = folder name / relative path."""
-    from decrappify.io.images import is_image_path
+    """Images under each folder (recursive), as (path, key) sorted by key; key = folder name / relative path.
 
+    The folder's name in the key keeps two folders' `0001.png` apart and ties each key to its data set.
+    """
     found: list[tuple[Path, str]] = []
     for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise InputError(folder, "not a folder of images")
-        files = [p for p in folder.rglob("*") if p.is_file() and is_image_path(p)]
-        if not files:
-            raise InputError(folder, "no images found (looked for image files in this folder and below)")
-        found += [(p, f"{folder.name}/{p.relative_to(folder).as_posix()}") for p in files]
+        found += [(path, f"{folder.name}/{relative}") for path, relative in images_in_folder(folder)]
     return sorted(found, key=lambda item: item[1])
 
 

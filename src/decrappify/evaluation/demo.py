@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from decrappify.evaluation.evaluate import TASKS, EvaluationResult, check_task, evaluate, write_report
-from decrappify.evaluation.report import ReportSection, write_overview
+from decrappify.evaluation.evaluate import evaluate
+from decrappify.evaluation.report import ReportSection, write_overview, write_report
+from decrappify.evaluation.results import EvaluationResult
 from decrappify.inference.zoo import ModelEntry, list_models
 from decrappify.io.images import Picture, write_image
+from decrappify.tasks import TASKS, check_task
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 The page shows, per image, the same region from the degraded input, every method, and the clean truth, zoomed
 with nearest neighbour so that no browser smoothing hides or invents detail. Pictures are PNG files next to
 `index.html`, linked relatively, with no external resources: the folder can be zipped, mailed or served as is.
-Every file is written atomically (temporary file in the same folder, then `os.replace`), so an interrupted run
-never leaves a half-written page or picture behind.
+Every file is written atomically (`decrappify.io.atomic`), so an interrupted run never leaves a half-written
+page or picture behind.
 `write_overview` puts several such reports on one page (the demo's), linking the crops in their folders.
 """
 
@@ -16,16 +16,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from decrappify.errors import OutputError
+from decrappify.evaluation.results import EvaluationResult, ImageRecord
 from decrappify.io.atomic import atomic_write_bytes
-
-if TYPE_CHECKING:  # evaluate re-exports write_report / write_json, so it imports this module, not the reverse
-    from decrappify.evaluation.evaluate import EvaluationResult, ImageRecord
 
 _CROP_NAME = re.compile(r"[0-9]{3,}-[0-9]{2,}-[a-z0-9-]+\.png")
 DISPLAY_SIZE = 192  # target on-screen side of a crop, pixels (zoom is an integer factor)

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from decrappify.errors import ConfigError
 from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble, views_for
-from decrappify.inference.runners import OnnxRunner, TorchRunner, size_multiple_of
+from decrappify.inference.runners import OnnxRunner, TorchRunner
+from decrappify.nn.models import size_multiple_of
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from decrappify.errors import ConfigError, WeightsError
 from decrappify.io.atomic import atomic_write_bytes
+from decrappify.nn.models import size_multiple_of
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ def export_onnx(
 
     The model is traced on the CPU in fp32 on a small input whose sides are not multiples of its stride.
     """
-    from decrappify.inference.runners import size_multiple_of
-
     onnx, _ = _onnx_modules()
     model = model.to("cpu").float().eval()
     multiple = size_multiple_of(model)

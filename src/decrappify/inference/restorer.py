@@ -27,6 +27,7 @@ from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_e
 from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner
 from decrappify.inference.tiling import DEFAULT_MIN_TILE, restore_tiled
 from decrappify.inference.zoo import resolve_model
+from decrappify.tasks import is_colour_task
 
 if TYPE_CHECKING:
     from decrappify.io.images import Picture
@@ -39,8 +40,6 @@ DEFAULT_TILE = 512
 #: Context (input pixels) around each tile, at least. Models that downsample a lot get 4 of their strides (128
 #: for a ResNet U-Net): their receptive field is wide, and with 32 pixels the tiles visibly disagree.
 MIN_TILE_OVERLAP = 32
-#: Tasks whose output must keep the input's luminance (the model only adds colour).
-LUMINANCE_TASKS = frozenset({"colorize"})
 #: Colourisation: the model runs on the picture shrunk to this longer side (DeOldify renders at 16 x 35 = 560).
 DEFAULT_RENDER_SIZE = 512
 #: BT.601 luma weights, full range (JPEG's Y, Pillow's "L"): what a greyscale picture stores.
@@ -147,7 +146,7 @@ class Restorer:
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             shape = getattr(rgb, "shape", type(rgb).__name__)
             raise InputError(None, f"expected an H x W x 3 image array, got {shape}")
-        if self.task in LUMINANCE_TASKS:
+        if is_colour_task(self.task):
             return self._colourise(rgb, levels)
         return np.ascontiguousarray(self._run(rgb))
 
@@ -170,7 +169,7 @@ class Restorer:
     def restore(self, picture: Picture) -> Picture:
         """A new Picture: restored colour, alpha resized to match; bit depth, ICC and EXIF untouched."""
         restored = picture.with_rgb(self.restore_array(picture.rgb, levels=2**picture.bit_depth - 1))
-        if self.task in LUMINANCE_TASKS and restored.grayscale:
+        if is_colour_task(self.task) and restored.grayscale:
             restored = dataclasses.replace(restored, grayscale=False)  # colour added: write it as colour
         return restored
 

@@ -18,14 +18,21 @@ import torch
 from torch import Tensor, nn
 
 from decrappify.errors import ConfigError, WeightsError
+from decrappify.inference.export import (
+    METADATA_CONFIG,
+    METADATA_INFO,
+    METADATA_MULTIPLE,
+    METADATA_SCALE,
+    create_session,
+    export_onnx,
+)
+from decrappify.nn.models import DEFAULT_SIZE_MULTIPLE, size_multiple_of
+from decrappify.weights import load_model
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
-#: Stride grid tiles are aligned to when a model does not say (`model.stride`): harmless for plain
-#: convolutional models, and right for encoders that downsample by up to 16.
-DEFAULT_SIZE_MULTIPLE = 16
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -39,12 +46,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(text)
     except RuntimeError as error:
         raise ConfigError(f"unknown device '{text}'; choose one of: {', '.join(DEVICES)}") from error
-
-
-def size_multiple_of(model: nn.Module) -> int:
-    """The stride a model pads its input to internally (our generators say so in `stride`)."""
-    value = getattr(model, "stride", None)
-    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_SIZE_MULTIPLE
 
 
 @dataclass
@@ -119,28 +120,16 @@ def load_runner(
         if backend != "onnx":
             raise ConfigError(f"{path}: an ONNX file runs only with --backend onnx")
         return _load_onnx_file(path, torch_device, threads, opt_level)
-    from decrappify.weights import load_model
-
     model, config, info = load_model(path, device="cpu")
     scale, multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
     if backend == "torch":
         return LoadedModel(TorchRunner(model, torch_device, scale, multiple), config, info)
-    from decrappify.inference.export import create_session, export_onnx
-
     onnx_bytes = export_onnx(model, None, config=config, info=info)
     session = create_session(onnx_bytes, device=torch_device, threads=threads, opt_level=opt_level)
     return LoadedModel(OnnxRunner(session, scale, multiple), config, info)
 
 
 def _load_onnx_file(path: Path, device: torch.device, threads: int | None, opt_level: str) -> LoadedModel:
-    from decrappify.inference.export import (
-        METADATA_CONFIG,
-        METADATA_INFO,
-        METADATA_MULTIPLE,
-        METADATA_SCALE,
-        create_session,
-    )
-
     session = create_session(path, device=device, threads=threads, opt_level=opt_level)
     meta = session.get_modelmeta().custom_metadata_map
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from decrappify.errors import ConfigError, WeightsError
-from decrappify.weights import read_model_metadata
+from decrappify.io.model_metadata import read_model_metadata
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import pickle
 import sys
 import time
@@ -28,6 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from decrappify.errors import DecrappifyError, InputError
 from decrappify.io.images import is_image_path
+from decrappify.io.listing import is_hidden, walk_images
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _console_loggers() -> list[logging.Logger]:
 def _expand(raw: str) -> list[BatchItem]:
     path = Path(raw)
     if path.is_dir():
-        items = [BatchItem(file, file.relative_to(path)) for file in _walk_images(path)]
+        items = [BatchItem(file, file.relative_to(path)) for file in walk_images(path)]
         return items or [BatchItem(path, Path(path.name), "folder holds no image files")]
     if path.exists() or path.is_symlink():
         return [BatchItem(path, Path(path.name))]  # named explicitly: kept so its error is reported
@@ -247,8 +247,8 @@ def _expand_glob(pattern: str) -> list[BatchItem]:
     items: list[BatchItem] = []
     for match in sorted(base.glob(glob_part)):
         if match.is_dir():
-            items.extend(BatchItem(file, file.relative_to(base)) for file in _walk_images(match))
-        elif match.is_file() and is_image_path(match) and not _is_hidden(match.relative_to(base)):
+            items.extend(BatchItem(file, file.relative_to(base)) for file in walk_images(match))
+        elif match.is_file() and is_image_path(match) and not is_hidden(match.relative_to(base)):
             items.append(BatchItem(match, match.relative_to(base)))
     return items
 
@@ -258,26 +258,6 @@ def _take_literal(parts: Sequence[str]) -> Iterator[str]:
         if _GLOB_CHARS & set(part):
             return
         yield part
-
-
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith(".") and part not in (".", "..") for part in relative.parts)
-
-
-def _walk_images(root: Path) -> list[Path]:
-    """Image files under `root`, sorted, skipping hidden files and folders (.git, macOS `._x.jpg` forks)."""
-    found: list[Path] = []
-    for folder, subfolders, files in os.walk(root, onerror=_warn_unreadable):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        for name in sorted(files):
-            file = Path(folder) / name
-            if not name.startswith(".") and is_image_path(file) and file.is_file():
-                found.append(file)
-    return found
-
-
-def _warn_unreadable(error: OSError) -> None:
-    log.warning("%s: cannot read this folder (%s); skipped", error.filename, error.strerror)
 
 
 def _resolved(path: Path) -> Path:

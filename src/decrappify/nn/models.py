@@ -48,6 +48,17 @@ def create_model(config: Mapping) -> nn.Module:
         raise ConfigError(f"invalid config for arch '{arch}': {exc}") from exc
 
 
+#: Stride grid tiles are aligned to when a model does not say (`model.stride`): harmless for plain
+#: convolutional models, and right for encoders that downsample by up to 16.
+DEFAULT_SIZE_MULTIPLE = 16
+
+
+def size_multiple_of(model: nn.Module) -> int:
+    """The stride a model pads its input to internally (our generators say so in `stride`)."""
+    value = getattr(model, "stride", None)
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_SIZE_MULTIPLE
+
+
 def count_flops(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 128, 128)) -> int:
     """FLOPs of one forward pass (a multiply-add counts 2), counted by torch's FlopCounterMode (convolutions,
     matrix products and attention; element-wise operations are not counted)."""

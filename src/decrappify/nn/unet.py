@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from decrappify.errors import ConfigError
 from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, ResNet
 from decrappify.nn.layers import PixelShuffleUpsample, ResBlock, SelfAttention, check_norm, conv_layer
+from decrappify.nn.state_dict import load_into
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 OUTPUT_MODES = ("residual", "sigmoid")
@@ -222,8 +223,6 @@ class UnetGenerator(Generator):
 
     def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
         """Load ImageNet (or any torchvision-layout) ResNet weights into the encoder; ``fc.*`` is ignored."""
-        from decrappify.weights import load_into  # weights imports nn; a local import keeps nn free of I/O
-
         load_into(self.encoder, state_dict, what=what, ignore_prefixes=("fc.",))
 
     def freeze_encoder(self, train_bn: bool = True) -> None:

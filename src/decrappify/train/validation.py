@@ -21,6 +21,7 @@ from decrappify.data.pairs import ValidationSet
 from decrappify.evaluation import metrics
 from decrappify.evaluation.perceptual import PerceptualDistance
 from decrappify.io.atomic import atomic_write_bytes
+from decrappify.tasks import is_colour_task
 
 GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the target)
 
@@ -50,7 +51,7 @@ COLOUR_SELECTION = Selection("ab_error", False, "a*b* error")
 
 def selection_for(preset: str) -> Selection:
     """How a run of `preset` picks its best checkpoint."""
-    return COLOUR_SELECTION if preset == "colorize" else PSNR_SELECTION
+    return COLOUR_SELECTION if is_colour_task(preset) else PSNR_SELECTION
 
 
 @dataclass

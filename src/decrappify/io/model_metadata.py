@@ -1,0 +1,43 @@
+"""What a model file says about itself, read from its safetensors header without loading torch or the weights.
+
+A decrappify model file is a ``.safetensors`` file whose string metadata holds the ``create_model`` config
+(``decrappify.config``) and an info dict (``decrappify.info``: name, task, scale, metrics, ...), both as JSON.
+Listing the shipped models needs only this, so ``decrappify models`` stays fast and torch-free; building the
+model from the file is :func:`decrappify.weights.load_model`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from decrappify.errors import WeightsError
+
+CONFIG_KEY = "decrappify.config"
+INFO_KEY = "decrappify.info"
+FORMAT_KEY = "decrappify.format"
+FORMAT_VERSION = "1"
+
+
+def read_model_metadata(path: str | Path) -> tuple[dict, dict]:
+    """The (config, info) stored in a model file; ``WeightsError`` naming the file if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors model file ({exc})") from exc
+    if CONFIG_KEY not in meta:
+        raise WeightsError(f"{path}: no '{CONFIG_KEY}' metadata: not a decrappify model file")
+    try:
+        config = json.loads(meta[CONFIG_KEY])
+        info = json.loads(meta.get(INFO_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: corrupt model metadata ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(info, dict):
+        raise WeightsError(f"{path}: corrupt model metadata (config and info must be JSON objects)")
+    return config, info
