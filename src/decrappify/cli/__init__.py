@@ -14,32 +14,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from decrappify import __version__
+from decrappify.cli.commands import COMMAND_HELP
 from decrappify.errors import ConfigError, DecrappifyError
-
-# Subcommand modules, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "crappify",
-    "demo",
-    "evaluate",
-    "serve",
-    "train",
-    "restore",
-    "export",
-    "benchmark",
-    "models",
-)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("decrappify")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with one sub-parser per module in `COMMAND_MODULES`."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of `command` (None: every subcommand's) and a summary line for the others.
+
+    Only the subcommand being run is imported: the others' modules may load torch, which `--help` and light
+    commands do not need.
+    """
     parser = argparse.ArgumentParser(
         prog="decrappify",
         description="Train and run image-restoration models: upscaling, JPEG and watermark removal, colourisation.",
@@ -51,10 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"decrappify.cli.{name}")
-        module.add_parser(subparsers)
+    for name, summary in COMMAND_HELP.items():
+        if name == command:
+            importlib.import_module(f"decrappify.cli.{name}").add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, description=summary)
     return parser
+
+
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: the first word that is not an option (the top-level options
+    take no values), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _configure_logging(debug: bool, quiet: bool) -> None:
@@ -68,7 +69,12 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script passes it to `sys.exit`)."""
-    parser = build_parser()
+    # OpenMP threads that spin while they wait slow torch down many times over whenever another process holds
+    # a core of a small machine. The setting must be made before torch loads its OpenMP runtime, which happens
+    # below when the subcommand is imported; a value the user set wins. A library caller chooses for itself.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(requested_command(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on usage errors and 0 on --help/--version

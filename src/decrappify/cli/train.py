@@ -9,7 +9,9 @@ import shlex
 from pathlib import Path
 
 from decrappify.errors import ConfigError
+from decrappify.train import default_run_dir, find_lr, resume_config, train
 from decrappify.train.config import Config, load_config
+from decrappify.train.validation import selection_for
 
 log = logging.getLogger("decrappify")
 
@@ -58,8 +60,6 @@ def _with_paths(config: Config, data: list[Path], val: list[Path]) -> Config:
 
 
 def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    from decrappify.train import default_run_dir, resume_config
-
     if args.resume:
         if args.out is None:
             if args.config is None:
@@ -89,9 +89,6 @@ def _command_line(args: argparse.Namespace, run_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decrappify.train import find_lr, train
-    from decrappify.train.validation import selection_for
-
     config, run_dir = _resolve_config(args)
     if args.lr_find:
         result = find_lr(config, run_dir=run_dir)

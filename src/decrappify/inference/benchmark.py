@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from decrappify.errors import ConfigError
 from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble, views_for
+from decrappify.inference.export import create_session, export_onnx
 from decrappify.inference.runners import OnnxRunner, TorchRunner
-from decrappify.nn.models import size_multiple_of
+from decrappify.nn.models import gflops_per_output_megapixel, size_multiple_of
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ class _RunnerFactory:
         )
 
     def onnx_runner(self, variant: str, threads: int) -> OnnxRunner:
-        from decrappify.inference.export import create_session, export_onnx
-
         if self._onnx is None:
             start = time.perf_counter()
             self._onnx = export_onnx(self.model, None, config=self.config, info=self.info)
@@ -220,8 +219,6 @@ def benchmark(
     model = model.to("cpu").float().eval()
     scale = int(getattr(model, "scale", 1))
     inputs = [_input_for(size, scale) for size in sizes]
-    from decrappify.nn.models import gflops_per_output_megapixel
-
     gflops = views * gflops_per_output_megapixel(model, tuple(inputs[0].shape))
     parameters = sum(p.numel() for p in model.parameters())
     result = BenchmarkResult(name, scale, parameters, gflops, {}, peak_matmul_size, ensemble=ensemble)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, UploadFile
 from fastapi.responses import FileResponse, Response
@@ -25,15 +25,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from decrappify import __version__
 from decrappify.errors import ConfigError, DecrappifyError, InputError
+from decrappify.inference.restorer import Restorer
 from decrappify.inference.tiling import OutOfMemory
+from decrappify.inference.zoo import DEFAULT_MODEL, list_models
 from decrappify.serve.errors import ApiError, install_error_handlers
 from decrappify.serve.job import OUTPUT_CHOICES, RestoredImage, RestoreRequest, restore_upload
 from decrappify.serve.limits import RequestLimitsMiddleware, inspect_upload, token_matches, unauthorized
 from decrappify.serve.queue import InferencePool, PoolFull
 from decrappify.serve.settings import ServeSettings
-
-if TYPE_CHECKING:
-    from decrappify.inference.restorer import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +78,6 @@ class SecurityHeadersMiddleware:
 
 def load_restorers(settings: ServeSettings) -> dict[str, Restorer]:
     """Every model of `settings` (every shipped model when none is named), loaded once, by name."""
-    from decrappify.inference.restorer import Restorer
-    from decrappify.inference.zoo import DEFAULT_MODEL, list_models
-
     shipped = sorted((entry.name for entry in list_models()), key=lambda name: name != DEFAULT_MODEL)
     sources = list(settings.models) or shipped  # the shipped default first: it is the page's default
     if not sources:

@@ -23,6 +23,7 @@ import torch
 
 from decrappify.errors import WeightsError
 from decrappify.io.atomic import atomic_folder, atomic_write_bytes, previous_folder, remove_stale_temporaries
+from decrappify.weights import save_model
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ def save_checkpoint(
     name: str = "last",
 ) -> Path:
     """Write checkpoint `folder/name/` atomically (see the module docstring); returns its path."""
-    from decrappify.weights import save_model
-
     final = Path(folder) / name
     with atomic_folder(final) as tmp:
         save_model(model, tmp / MODEL_FILE, model_config, info)
