@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -148,18 +147,6 @@ def test_psnr_in_box_only_sees_the_box(pair):
     assert psnr_in_box(spoilt, hq, (0, 0, 10, 10)) < expected
     with pytest.raises(InputError, match="empty"):
         psnr_in_box(pred, hq, (10, 10, 10, 20))
-
-
-def test_fast_enough_for_bsd100():
-    rng = np.random.default_rng(0)
-    hq = rng.random((321, 481, 3))
-    pred = np.clip(hq + rng.normal(0, 0.05, hq.shape), 0, 1)
-    start = time.perf_counter()
-    for _ in range(5):
-        psnr_y(pred, hq, 4)
-        ssim_y(pred, hq, 4)
-    per_image = (time.perf_counter() - start) / 5
-    assert per_image < 0.2  # 100 images well under 20 s even on a busy 2-core machine
 
 
 @pytest.mark.skipif(not SET5.is_dir(), reason="shared Set5 benchmark images not present")

@@ -7,7 +7,6 @@ import io
 import struct
 import tempfile
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -188,14 +187,14 @@ def test_corrupt_and_unsupported_images(client):
 
 
 def test_decompression_bombs_are_refused_before_decoding(client):
-    start = time.perf_counter()
+    # The uploads hold a PNG header and nothing else: decoding them would fail as unreadable (400), so a 413
+    # naming the pixel count shows the refusal came from the header alone.
     assert_error(
         client.post("/v1/restore", files=upload(png_header_only(3000, 2000))), 413, "too large", "6000000"
     )
     assert_error(
         client.post("/v1/restore", files=upload(png_header_only(100_000, 100_000))), 413, "too large"
     )
-    assert time.perf_counter() - start < 2.0
 
 
 def test_upload_size_limit(model_path):
@@ -439,9 +438,12 @@ def test_a_slow_upload_gets_408():
     boundary = "slowBOUNDARY"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
 
+    sent_whole_body = []
+
     async def slow_body():
         yield head.encode() + encode()[:50]
         await asyncio.sleep(2)
+        sent_whole_body.append(True)
         yield encode()[50:] + f"\r\n--{boundary}--\r\n".encode()
 
     async def scenario():
@@ -450,7 +452,6 @@ def test_a_slow_upload_gets_408():
         async with _async_client(app) as client:
             return await client.post("/v1/restore", content=slow_body(), headers=headers)
 
-    start = time.perf_counter()
     response = asyncio.run(scenario())
     assert_error(response, 408, "upload took longer")
-    assert time.perf_counter() - start < 1.9
+    assert not sent_whole_body  # answered while the client was still stalling, not after it finished
