@@ -36,7 +36,7 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 class Bicubic:
-    """The baseline: Pillow BICUBIC upscaling in 8 bits (as measured in ../shared/README.md); identity at scale 1."""
+    """The baseline: Pillow BICUBIC upscaling in 8 bits (the papers' and OpenCV's reference); identity at scale 1."""
 
     def __init__(self, scale: int):
         self.scale = scale

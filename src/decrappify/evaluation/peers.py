@@ -4,7 +4,7 @@ The files are the TensorFlow graphs OpenCV documents (`FSRCNN_x4.pb`, `FSRCNN-sm
 `LapSRN_x8.pb`, `EDSR_x4.pb`): the name before `_x` picks the network (`FSRCNN-small` is a smaller FSRCNN), the
 number after it the scale. OpenCV is optional (`pip install 'decrappify[bench]'`), so it is imported only here.
 OpenCV works on BGR uint8: the degraded input is already 8-bit, so converting RGB float -> BGR uint8 and back is
-exact, and it is the conversion the figures in ../shared/README.md were measured with.
+exact.
 """
 
 from __future__ import annotations

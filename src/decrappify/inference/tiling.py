@@ -15,11 +15,10 @@ How a picture is cut (per axis; the two axes are independent):
 
 A tile that does not fit in memory (CUDA or CPU) is retried with half the tile size, down to `min_tile`.
 
-How much overlap is enough depends on the model. The compact U-Net (stride 4, receptive field 48 input pixels
-in theory, ~30 in practice) is exact (2e-5) with 64 and within 0.01 dB with 32 (untrained, 160 x 160). A ResNet U-Net (stride 32) sees
-hundreds of pixels: measured on an untrained ResNet-18 U-Net (x2, 256 x 256 input, 64-pixel tiles), the tiled
-output was 20.6 / 30.4 / 42.1 dB PSNR from the untiled one with 32 / 64 / 128 pixels of overlap, and tiles off
-its 32-pixel grid have a 2-3x larger worst error. Hence `Restorer`'s default overlap of four strides (128 for such a U-Net).
+How much overlap is enough depends on the model's receptive field. The compact U-Net (stride 4, receptive field
+48 input pixels in theory) needs a few tens of pixels; a ResNet U-Net (stride 32) sees hundreds, and tiles off its
+32-pixel grid disagree more. Hence `Restorer`'s default overlap of four strides (128 for such a U-Net); the
+measurements are in `docs/benchmarks/design-choices.md`.
 """
 
 from __future__ import annotations

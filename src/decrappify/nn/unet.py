@@ -11,20 +11,12 @@ Super-resolution with the U-Net: two ways, chosen by ``sr_mode``.
 - ``"lr"``: run the U-Net at the input resolution and upsample once at the end (an ICNR pixel-shuffle head
   added to the bicubic-enlarged input): 1/scale**2 of the compute.
 
-Measured here (2 shared CPU cores, fp32; ``benchmarks/bench_generators.py`` and
-``benchmarks/compare_generators.py``), x4:
-
-- ResNet-34 U-Net, 128x128 -> 512x512: ``lr`` 65.8 GFLOPs per output megapixel, ``hr`` 1019.8 (15.5x);
-  0.12 vs 0.035 output MP/s (cores shared with other jobs at the time).
-- ResNet-18 (width 16) U-Net, 300 equal training steps (L1, Adam 1e-3 cosine, batch 16 of 32-px LR crops from
-  BSDS500 train+test), PSNR_Y on the first 30 BSD100 images: ``lr`` +0.16 dB over bicubic (25.77 dB),
-  ``hr`` +0.73 dB; the ``hr`` run took 6x longer (1499 s vs 246 s).
-
-So ``lr`` does NOT give the same quality at equal steps: a ResNet encoder divides resolution by 4 in its stem,
-so at low resolution it discards exactly the detail super-resolution needs, and only the last residual block
-works at the input's full resolution. ``hr`` is the default for this (GPU-sized) model; ``lr`` stays for cheap
-inference. The CPU model is :class:`CompactUnet`, which keeps full-resolution residual blocks at the low
-resolution instead (all its convolutions at LR or below; +0.41 dB after the same 300 steps at 48 GFLOPs/MP).
+``lr`` costs far less but does not learn as well at equal steps: a ResNet encoder divides resolution by 4 in
+its stem, so at low resolution it discards exactly the detail super-resolution needs, and only the last residual
+block works at the input's full resolution. ``hr`` is the default for this (GPU-sized) model; ``lr`` stays for
+cheap inference. The CPU model is :class:`CompactUnet`, which keeps full-resolution residual blocks at the low
+resolution instead (all its convolutions at LR or below). The comparison is in
+``docs/benchmarks/design-choices.md``.
 """
 
 from __future__ import annotations
@@ -260,10 +252,8 @@ class CompactUnet(Generator):
     first (pixel unshuffle, as Real-ESRGAN's x1/x2 models) and the head unfolds d-times more: the body then runs
     at 1/d of the resolution, so a scale-1 model costs what an x``d`` one does per output pixel (d = 4: ~40
     GFLOPs/MP instead of ~600) and sees a d-times larger neighbourhood, which is what JPEG blocks (8 px) and
-    watermark letters need. The defaults (x4): 1.03M parameters, 48.4 GFLOPs per output megapixel, 2.8 output MP/s on
-    this 2-core CPU (128x128 -> 512x512, fp32, 2 threads; 1.7 with 1 thread while the other core was busy).
-    Chosen over (48, 64, 96)/(2, 2, 2) (0.95M, 38 GFLOPs/MP, +0.39 dB after 300 steps) and (64, 96, 128)/
-    (2, 2, 2) (1.85M, 71 GFLOPs/MP, +0.33 dB): +0.41 dB after the same 300 steps (see the module docstring).
+    watermark letters need. The defaults (x4) have 1.03M parameters and cost 48.4 GFLOPs per output megapixel;
+    ``docs/benchmarks/design-choices.md`` has how they compared with wider and shallower settings.
     """
 
     stride = 4
