@@ -17,7 +17,7 @@ import tifffile
 from PIL import Image, ImageCms, ImageOps
 
 from decrappify.errors import InputError, OutputError
-from decrappify.io import formats as imageformats
+from decrappify.io import images as imageformats
 from decrappify.io.images import (
     DEFAULT_MAX_PIXELS,
     Picture,

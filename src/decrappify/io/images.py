@@ -1,14 +1,14 @@
 """Reading and writing pictures without losing anything: alpha, 16-bit depth, ICC profile, EXIF.
 
-Pillow reads almost every format, but on its own it quietly drops what restoration must keep: 48-bit PNG and TIFF
-come back as 8-bit RGB, EXIF orientation is left for the caller, and a hostile file can ask for gigapixels. This
-module is the policy and the dispatch: it checks the file, opens it with Pillow under the pixel limit, hands it to
-the reader of its format (`png_format`, `tiff_format`, `pillow_formats`), and turns every failure into an
-`InputError` naming the file. On the way out it picks the format from the suffix, protects inputs and existing
-files, fits the picture to the format (`encoding`) and writes it atomically with that format's encoder.
+Pillow reads almost every format, but on its own it quietly drops what restoration must keep: 48-bit PNG and
+TIFF come back as 8-bit RGB, EXIF orientation is left for the caller, and a hostile file can ask for gigapixels.
+This module is the policy and the dispatch: it checks the file, opens it with Pillow under the pixel limit,
+hands it to the reader of its format (`png_format`, `tiff_format`, `pillow_formats`), and turns every failure
+into an `InputError` naming the file. On the way out it picks the format from the suffix, protects inputs and
+existing files, fits the picture to the format (`encoding`) and writes it atomically with that format's encoder.
 
-Models only see `Picture.rgb` (float32, H x W x 3, in [0, 1]); alpha, bit depth, grey-ness and metadata ride along
-and are written back as they came.
+Models only see `Picture.rgb` (float32, H x W x 3, in [0, 1]); alpha, bit depth, grey-ness and metadata ride
+along and are written back as they came.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ WRITE_FORMATS: dict[str, str] = {
 }
 _TRAITS: dict[str, FormatTraits] = {
     traits.name: traits
-    for traits in (png_format.PNG, tiff_format.TIFF, pillow_formats.JPEG, pillow_formats.WEBP, pillow_formats.BMP)
+    for traits in (png_format.PNG, tiff_format.TIFF, *pillow_formats.WRITTEN)
 }
 ENCODERS: dict[str, Callable[[BinaryIO, Encoding], None]] = {
     "PNG": png_format.write_png,
@@ -67,7 +67,7 @@ ENCODERS: dict[str, Callable[[BinaryIO, Encoding], None]] = {
     "WEBP": pillow_formats.write_webp,
     "BMP": pillow_formats.write_bmp,
 }
-"""The encoder of each written format, looked up at write time (so a test can swap one for a failing encoder)."""
+"""The encoder of each written format, looked up at write time (so a test can swap in a failing one)."""
 
 _READERS: dict[str, Callable[[Path, Image.Image], Picture]] = {
     "PNG": png_format.read_png,
@@ -76,7 +76,7 @@ _READERS: dict[str, Callable[[Path, Image.Image], Picture]] = {
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-# ----------------------------------------------------------------------------------------------------- reading
+# ---------------------------------------------------------------------------------------------------- reading
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
@@ -165,8 +165,8 @@ def _pillow_limit(max_pixels: int | None) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
-               b"RIFF": "WebP", b"BM": "BMP"}  # fmt: skip
+_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF",
+               b"MM\x00*": "TIFF", b"RIFF": "WebP", b"BM": "BMP"}  # fmt: skip
 
 
 def _unidentified_reason(path: Path) -> str:
@@ -179,7 +179,7 @@ def _unidentified_reason(path: Path) -> str:
     return "not an image file (or a format Pillow cannot read)"
 
 
-# ----------------------------------------------------------------------------------------------------- writing
+# ---------------------------------------------------------------------------------------------------- writing
 
 
 def write_image(
