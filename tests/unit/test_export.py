@@ -81,6 +81,7 @@ def test_benchmark_measures_every_backend() -> None:
     assert [(row.backend, row.variant) for row in result.rows] == [
         ("torch", "fp32"),
         ("torch", "channels_last"),
+        ("torch", "bf16"),
         ("onnx", "ort-all"),
         ("onnx", "ort-disable"),
     ]

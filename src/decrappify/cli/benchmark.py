@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from pathlib import Path
 
 from decrappify.errors import ConfigError
 from decrappify.inference.benchmark import (
@@ -15,6 +17,7 @@ from decrappify.inference.benchmark import (
 )
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.inference.zoo import DEFAULT_MODEL, resolve_model
+from decrappify.io.atomic import atomic_write_text
 from decrappify.nn.models import ARCHS, create_model
 from decrappify.weights import load_model
 
@@ -29,9 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Time the model on random pictures (median of --repeats calls after --warmup) on the CPU for each "
             "backend, variant and thread count, and print a markdown table: output megapixels per second, the "
             "model's GFLOPs per output megapixel, the GFLOP/s achieved, this machine's peak (an fp32 2048x2048 "
-            "matrix product) and the fraction of it. Variants: "
-            f"{', '.join(TORCH_VARIANTS)} (PyTorch); {', '.join(ONNX_VARIANTS)} (ONNX Runtime graph "
-            "optimisation levels). 'compile' spends tens of seconds compiling first."
+            "matrix product, and a bf16 one for the bf16 variant) and the fraction of it. Variants: "
+            f"{', '.join(TORCH_VARIANTS)} (PyTorch; bf16 is autocast on channels-last); {', '.join(ONNX_VARIANTS)} "
+            "(ONNX Runtime graph optimisation levels). 'compile' spends tens of seconds compiling first."
         ),
     )
     which = parser.add_mutually_exclusive_group()
@@ -80,6 +83,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls per row (default 3)")
     parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed calls first (default 1)")
+    parser.add_argument(
+        "--json", metavar="FILE", type=Path, help="also write the results as JSON ({'rows': [...], ...}) to FILE"
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -114,4 +120,7 @@ def run(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
     )
     print(result.to_markdown(), end="")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        log.info("wrote %s", args.json)
     return 0

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from decrappify.cli.options import add_precision
 from decrappify.evaluation.demo import SAMPLE_PHOTOS, TASK_ORDER, run_demo
 
 
@@ -45,13 +46,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_false",
         help="never score the VGG perceptual distance",
     )
+    add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    demo = run_demo(args.out, tasks=args.tasks, perceptual=args.perceptual)
+    demo = run_demo(args.out, tasks=args.tasks, perceptual=args.perceptual, precision=args.precision)
     for item in demo.tasks:
         print(f"## {item.heading}\n\n{item.result.to_markdown()}")
     print(f"Page: {demo.page}  ({time.perf_counter() - started:.1f} s)")

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from decrappify.cli.options import add_max_pixels, add_threads, apply_threads
+from decrappify.cli.options import add_max_pixels, add_precision, add_threads, apply_threads
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.inference.restorer import DEFAULT_TILE, Restorer
 from decrappify.inference.runners import BACKENDS, DEVICES
@@ -74,6 +74,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     add_max_pixels(parser)
     add_threads(parser)
+    add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -96,8 +97,16 @@ def run(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         threads=args.threads,
         ensemble=args.ensemble,
+        precision=args.precision,
     )
-    log.info("model %s: x%d %s, on %s", restorer.name, restorer.scale, restorer.task, restorer.device)
+    log.info(
+        "model %s: x%d %s, on %s, precision %s",
+        restorer.name,
+        restorer.scale,
+        restorer.task,
+        restorer.device,
+        restorer.precision_note,
+    )
     out_dir = Path(args.output)
     inputs = {item.source.resolve(): item.source for item in items if item.problem is None}
 

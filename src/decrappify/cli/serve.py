@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 
+from decrappify.cli.options import add_precision
 from decrappify.errors import ConfigError
 from decrappify.serve.settings import (
     DEFAULT_MAX_PIXELS,
@@ -81,6 +82,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--tile", type=int, default=512, help="tile size in input pixels; 0: whole picture (default 512)"
     )
+    add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -99,6 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         request_timeout_s=args.timeout,
         device=args.device,
         tile=args.tile,
+        precision=args.precision,
     )
 
 

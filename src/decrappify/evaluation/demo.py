@@ -109,12 +109,14 @@ def run_demo(
     tasks: Sequence[str] | None = None,
     models_dir: Path | None = None,
     perceptual: bool | None = None,
+    precision: str = "fp32",
 ) -> DemoResult:
     """Degrade the sample photos per task, restore them with the baseline and the shipped models, write the pages.
 
     `tasks`, `models_dir`: see `plan_tasks` (`models_dir` None: the installed package's models).
     `perceptual`: None scores the VGG distance on the first task only (when the weights exist; it is the slow
-    part), True on every task (`WeightsError` without weights), False never.
+    part), True on every task (`WeightsError` without weights), False never. `precision`: the models' number
+    format (`decrappify.inference.precision`).
     """
     out_dir = Path(out_dir)
     truth_dir = out_dir / SAMPLES_FOLDER
@@ -123,7 +125,8 @@ def run_demo(
     for number, (task, models) in enumerate(plan_tasks(tasks, models_dir)):
         vgg = perceptual if perceptual is not None or number == 0 else False
         # Paths, not names: a model from `models_dir` is not findable by name in the installed package.
-        result = evaluate(truth_dir, task, methods=[str(entry.path) for entry in models], perceptual=vgg)
+        paths = [str(entry.path) for entry in models]
+        result = evaluate(truth_dir, task, methods=paths, perceptual=vgg, precision=precision)
         page = write_report(result, out_dir / task)
         shown.append(DemoTask(task=task, models=models, result=result, page=page))
     sections = [

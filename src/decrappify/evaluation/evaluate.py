@@ -66,6 +66,7 @@ def evaluate(
     progress: bool = False,
     perceptual: PerceptualDistance | bool | None = None,
     ensemble: str | None = None,
+    precision: str = "fp32",
 ) -> EvaluationResult:
     """Degrade every image under `data_dir` with `task`'s preset and score the baseline, peers and `methods`.
 
@@ -73,12 +74,13 @@ def evaluate(
     `InputError`. `keep_crops` keeps the small crops `write_report` needs. `perceptual`: None scores the VGG
     distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
     `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (None: as its file says;
-    `decrappify.inference.ensemble`).
+    `decrappify.inference.ensemble`). `precision`: the number format our models run in ("fp32", "bf16" or
+    "auto"; `decrappify.inference.precision`).
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)
     images = images_in_folder(data_dir)
-    chosen = create_methods(methods, scale, peers_dir, ensemble)
+    chosen = create_methods(methods, scale, peers_dir, ensemble, precision)
     _warm_up(chosen)
     distance = resolve_perceptual(perceptual)
     colour = is_colour_task(task)

@@ -6,6 +6,7 @@ so tests and notebooks can pass their own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,8 @@ from decrappify.inference.ensemble import model_ensemble
 from decrappify.inference.restorer import Restorer
 
 BASELINE = "bicubic"
+
+log = logging.getLogger(__name__)
 
 
 class Method(Protocol):
@@ -54,15 +57,21 @@ class ModelMethod:
     """One of our models, through `infer.Restorer` (loaded once; each call is stateless)."""
 
     def __init__(
-        self, name_or_path: str | Path, scale: int, label: str | None = None, ensemble: str | None = None
+        self,
+        name_or_path: str | Path,
+        scale: int,
+        label: str | None = None,
+        ensemble: str | None = None,
+        precision: str = "fp32",
     ):
-        self.restorer = Restorer.from_pretrained(name_or_path, ensemble=ensemble)
+        self.restorer = Restorer.from_pretrained(name_or_path, ensemble=ensemble, precision=precision)
         if self.restorer.scale != scale:
             raise ConfigError(
                 f"model {name_or_path} upscales x{self.restorer.scale} but this task needs x{scale}"
             )
         self.name = label or self.restorer.name + ensemble_suffix(self.restorer)
         self.scale = scale
+        log.info("%s: precision %s", self.name, self.restorer.precision_note)
 
     def __call__(self, rgb_lq: np.ndarray) -> np.ndarray:
         return self.restorer.restore_array(rgb_lq)
@@ -81,6 +90,7 @@ def create_methods(
     scale: int,
     peers_dir: str | Path | None = None,
     ensemble: str | None = None,
+    precision: str = "fp32",
 ) -> list[Method]:
     """The baseline, then peers from `peers_dir`, then each spec (a name, a path, or a ready `Method`).
 
@@ -96,7 +106,7 @@ def create_methods(
         elif spec.lower() not in (BASELINE, "input") and spec not in seen:  # the baseline is there once
             seen.add(spec)
             label, target = split_label(spec)
-            methods.append(ModelMethod(target, scale, label, ensemble))
+            methods.append(ModelMethod(target, scale, label, ensemble, precision))
     return _unique_names(methods)
 
 

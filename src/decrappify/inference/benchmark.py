@@ -1,10 +1,11 @@
 """How fast a model restores pictures here, and how close that is to what this machine could do.
 
-For each backend and variant (PyTorch fp32, channels-last, `torch.compile`; ONNX Runtime at each graph
-optimisation level) and thread count: output megapixels per second (median of timed runs after warm-up), the
-model's cost in GFLOPs per output megapixel (torch's FLOP counter: convolutions and matrix products), the
-GFLOP/s that makes, this machine's measured peak (an fp32 matrix product), and the fraction of it. The
-library measures; the CLI prints `BenchmarkResult.to_markdown()`.
+For each backend and variant (PyTorch fp32, channels-last, bf16 autocast on channels-last, `torch.compile`;
+ONNX Runtime at each graph optimisation level) and thread count: output megapixels per second (median of timed
+runs after warm-up), the model's cost in GFLOPs per output megapixel (torch's FLOP counter: convolutions and
+matrix products), the GFLOP/s that makes, this machine's measured peak in the variant's number format (an fp32
+or a bf16 matrix product), and the fraction of it. The library measures; the CLI prints
+`BenchmarkResult.to_markdown()` and can write `BenchmarkResult.to_dict()` as JSON.
 
 A model file that names a self-ensemble (`decrappify.inference.ensemble`) is timed as it runs by default, every view
 included, and its GFLOPs per megapixel count every view: the speed a card states is the speed a user gets.
@@ -33,9 +34,11 @@ from decrappify.nn.models import gflops_per_output_megapixel, size_multiple_of
 
 log = logging.getLogger(__name__)
 
-TORCH_VARIANTS = ("fp32", "channels_last", "compile")
+TORCH_VARIANTS = ("fp32", "channels_last", "bf16", "compile")
 ONNX_VARIANTS = ("ort-all", "ort-extended", "ort-basic", "ort-disable")
-DEFAULT_VARIANTS = ("fp32", "channels_last", "ort-all", "ort-disable")
+DEFAULT_VARIANTS = ("fp32", "channels_last", "bf16", "ort-all", "ort-disable")
+#: Variants whose arithmetic is bf16: their fraction of peak is taken against the bf16 matrix product.
+BF16_VARIANTS = frozenset({"bf16"})
 PEAK_MATMUL_SIZE = 2048
 
 
@@ -50,7 +53,20 @@ class BenchmarkRow:
     seconds: float  # median time of one call
     mp_per_s: float
     gflops_per_mp: float
-    peak_gflops: float
+    peak_gflops: float  # in the variant's number format
+
+    def to_dict(self) -> dict[str, Any]:
+        """One row of the JSON: the fields the benchmark's readers rely on."""
+        width, height = self.output_size
+        return {
+            "backend": self.backend,
+            "variant": self.variant,
+            "threads": self.threads,
+            "size": f"{width}x{height}",
+            "megapixels_per_second": round(self.mp_per_s, 4),
+            "gflops_per_megapixel": round(self.gflops_per_mp, 3),
+            "peak_gflops": round(self.peak_gflops, 2),
+        }
 
     @property
     def achieved_gflops(self) -> float:
@@ -74,6 +90,19 @@ class BenchmarkResult:
     rows: list[BenchmarkRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ensemble: str = "none"  # the self-ensemble timed; gflops_per_mp counts all its views
+    peak_bf16_gflops: dict[int, float] = field(default_factory=dict)  # threads -> bf16 matmul peak
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the model, the peaks per thread count and number format, and every row."""
+        return {
+            "model": self.model_name,
+            "scale": self.scale,
+            "parameters": self.parameters,
+            "ensemble": self.ensemble,
+            "gflops_per_megapixel": round(self.gflops_per_mp, 3),
+            "peak_gflops": {"fp32": _by_threads(self.peak_gflops), "bf16": _by_threads(self.peak_bf16_gflops)},
+            "rows": [row.to_dict() for row in self.rows],
+        }
 
     def to_markdown(self) -> str:
         """A markdown table with a short header, ready to paste into docs."""
@@ -84,9 +113,11 @@ class BenchmarkResult:
                 f"model: {self.model_name} (x{self.scale}, {self.parameters / 1e6:.2f} M parameters, "
                 f"{self.gflops_per_mp:.1f} GFLOPs per output megapixel{ensemble})"
             ),
-            "peak: "
-            + ", ".join(f"{gf:.1f} GFLOP/s with {t} thread(s)" for t, gf in sorted(self.peak_gflops.items()))
-            + f" (fp32 {self.peak_matmul_size}x{self.peak_matmul_size} matmul)",
+            *(
+                f"peak: {_peaks(peaks)} ({kind} {self.peak_matmul_size}x{self.peak_matmul_size} matmul)"
+                for kind, peaks in (("fp32", self.peak_gflops), ("bf16", self.peak_bf16_gflops))
+                if peaks
+            ),
             "",
             "| backend | variant | threads | output | ms/call | output MP/s | GFLOPs/MP | GFLOP/s | peak GFLOP/s | of peak |",
             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -114,15 +145,25 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def measure_peak_gflops(size: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
-    """This machine's practical fp32 peak with the current thread setting: a square matrix product.
+def _peaks(peaks: dict[int, float]) -> str:
+    return ", ".join(f"{gf:.1f} GFLOP/s with {t} thread(s)" for t, gf in sorted(peaks.items()))
+
+
+def _by_threads(peaks: dict[int, float]) -> dict[str, float]:
+    return {str(threads): round(gflops, 2) for threads, gflops in sorted(peaks.items())}
+
+
+def measure_peak_gflops(
+    size: int = PEAK_MATMUL_SIZE, repeats: int = 5, dtype: torch.dtype = torch.float32
+) -> float:
+    """This machine's practical peak with the current thread setting: a square matrix product in `dtype`.
 
     The fastest of `repeats` runs, not the median: a peak is what the machine can do, and on a shared machine
     the slower runs measure the neighbours.
     """
     generator = torch.Generator().manual_seed(0)
-    a = torch.rand(size, size, generator=generator)
-    b = torch.rand(size, size, generator=generator)
+    a = torch.rand(size, size, generator=generator).to(dtype)
+    b = torch.rand(size, size, generator=generator).to(dtype)
     with torch.inference_mode():
         torch.mm(a, b)
         fastest = float("inf")
@@ -179,7 +220,12 @@ class _RunnerFactory:
         if variant == "compile":
             model = torch.compile(model)
         return TorchRunner(
-            model, torch.device("cpu"), self.scale, self.multiple, channels_last=variant == "channels_last"
+            model,
+            torch.device("cpu"),
+            self.scale,
+            self.multiple,
+            channels_last=variant in ("channels_last", *BF16_VARIANTS),
+            precision="bf16" if variant in BF16_VARIANTS else "fp32",
         )
 
     def onnx_runner(self, variant: str, threads: int) -> OnnxRunner:
@@ -226,6 +272,8 @@ def benchmark(
     for wanted in threads:
         with torch_threads(wanted) as count:
             result.peak_gflops[count] = measure_peak_gflops(peak_matmul_size)
+            if any(variant in BF16_VARIANTS for _, variant in plan):
+                result.peak_bf16_gflops[count] = measure_peak_gflops(peak_matmul_size, dtype=torch.bfloat16)
             runners = [
                 (backend, variant, self_ensemble(factory.build(backend, variant, count), ensemble))
                 for backend, variant in plan
@@ -275,7 +323,7 @@ def _row(
         seconds=seconds,
         mp_per_s=width * height / 1e6 / seconds,
         gflops_per_mp=result.gflops_per_mp,
-        peak_gflops=result.peak_gflops[threads],
+        peak_gflops=(result.peak_bf16_gflops if variant in BF16_VARIANTS else result.peak_gflops)[threads],
     )
     log.info("%s %s, %d thread(s), %dx%d: %.2f MP/s", backend, variant, threads, width, height, row.mp_per_s)
     return row

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from decrappify.errors import ConfigError, InputError
 from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble
-from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner
+from decrappify.inference.precision import describe_precision
+from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner, resolve_device
 from decrappify.inference.tiling import DEFAULT_MIN_TILE, restore_tiled
 from decrappify.inference.zoo import resolve_model
 from decrappify.tasks import is_colour_task
@@ -59,8 +60,11 @@ class Restorer:
         min_tile: int = DEFAULT_MIN_TILE,
         render_size: int | None = None,
         ensemble: str | None = None,
+        precision_note: str | None = None,
     ):
         self._runner: Runner = loaded.runner
+        #: What ran and why, for messages ("bf16 (auto: this CPU runs bf16 natively)").
+        self.precision_note = precision_note or loaded.runner.precision
         self.config: dict[str, Any] = dict(loaded.config)
         self.info: dict[str, Any] = dict(loaded.info)
         self.name = name
@@ -92,6 +96,7 @@ class Restorer:
         opt_level: str = "all",
         render_size: int | None = None,
         ensemble: str | None = None,
+        precision: str = "fp32",
     ) -> Restorer:
         """Load a shipped model by name or a model file by path (`.safetensors`; `.onnx` with backend="onnx").
 
@@ -101,10 +106,13 @@ class Restorer:
         model sees (None: the model file's `info["render_size"]`, else 512; 0: full size). `ensemble`: average
         the model over mirrored ("flip", 2 calls) or all eight turned and mirrored views ("dihedral") of each
         tile, for ~0.1 dB at that many times the time (`decrappify.inference.ensemble` says which models suit which); None:
-        the one the model file names (`info["ensemble"]`), else "none".
+        the one the model file names (`info["ensemble"]`), else "none". `precision`: "fp32", "bf16" (autocast,
+        torch backend) or "auto" (bf16 where the CPU runs it natively; `decrappify.inference.precision`).
         """
         path = resolve_model(name_or_path)
-        loaded = load_runner(path, backend=backend, device=device, threads=threads, opt_level=opt_level)
+        loaded = load_runner(
+            path, backend=backend, device=device, threads=threads, opt_level=opt_level, precision=precision
+        )
         name = str(loaded.info.get("name") or path.stem)
         return cls(
             loaded,
@@ -113,11 +121,19 @@ class Restorer:
             tile_overlap=tile_overlap,
             render_size=render_size,
             ensemble=ensemble,
+            precision_note=describe_precision(precision, resolve_device(device), loaded.info)
+            if backend == "torch"
+            else "fp32 (ONNX Runtime)",
         )
 
     @property
     def backend(self) -> str:
         return "torch" if isinstance(self._runner, TorchRunner) else "onnx"
+
+    @property
+    def precision(self) -> str:
+        """The number format the network runs in: "fp32" or "bf16"."""
+        return self._runner.precision
 
     @property
     def device(self) -> str:

@@ -26,6 +26,7 @@ from decrappify.inference.export import (
     create_session,
     export_onnx,
 )
+from decrappify.inference.precision import autocast, check_precision, resolve_precision
 from decrappify.nn.models import DEFAULT_SIZE_MULTIPLE, size_multiple_of
 from decrappify.weights import load_model
 
@@ -51,13 +52,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 @dataclass
 class TorchRunner:
     """A PyTorch model on `device`, by default in channels-last memory format, which oneDNN's CPU convolutions
-    run much faster than the default layout (`decrappify benchmark` compares the two)."""
+    run much faster than the default layout (`decrappify benchmark` compares the two). `precision` is "fp32" or
+    "bf16" (autocast around the network only: tiles go in and come out as fp32)."""
 
     model: nn.Module
     device: torch.device
     scale: int
     size_multiple: int
     channels_last: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -68,7 +71,7 @@ class TorchRunner:
         x = lq.to(self.device, dtype=torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             pred = self.model(x)
         return pred.float().cpu()
 
@@ -81,6 +84,7 @@ class OnnxRunner:
     scale: int
     size_multiple: int
     input_name: str = field(init=False)
+    precision: str = field(init=False, default="fp32")  # the graph is exported in fp32
 
     def __post_init__(self) -> None:
         self.input_name = self.session.get_inputs()[0].name
@@ -110,10 +114,17 @@ def load_runner(
     device: str = "auto",
     threads: int | None = None,
     opt_level: str = "all",
+    precision: str = "fp32",
 ) -> LoadedModel:
-    """Load a model file (`.safetensors`, or `.onnx` for the ONNX backend) into a runner."""
+    """Load a model file (`.safetensors`, or `.onnx` for the ONNX backend) into a runner.
+
+    `precision` ("auto", "fp32", "bf16"; see `decrappify.inference.precision`) applies to the torch backend;
+    ONNX graphs run in fp32, so asking them for bf16 is a `ConfigError`.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if check_precision(precision) == "bf16" and backend == "onnx":
+        raise ConfigError("precision bf16 runs with the torch backend only; ONNX graphs run in fp32")
     torch_device = resolve_device(device)
     if path.suffix.lower() == ".onnx":
         if backend != "onnx":
@@ -122,7 +133,8 @@ def load_runner(
     model, config, info = load_model(path, device="cpu")
     scale, multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
     if backend == "torch":
-        return LoadedModel(TorchRunner(model, torch_device, scale, multiple), config, info)
+        resolved = resolve_precision(precision, torch_device, info)
+        return LoadedModel(TorchRunner(model, torch_device, scale, multiple, precision=resolved), config, info)
     onnx_bytes = export_onnx(model, None, config=config, info=info)
     session = create_session(onnx_bytes, device=torch_device, threads=threads, opt_level=opt_level)
     return LoadedModel(OnnxRunner(session, scale, multiple), config, info)

@@ -84,11 +84,20 @@ def load_restorers(settings: ServeSettings) -> dict[str, Restorer]:
         raise ConfigError("no model to serve: no shipped model is installed; pass --models PATH")
     restorers: dict[str, Restorer] = {}
     for source in sources:
-        restorer = Restorer.from_pretrained(source, device=settings.device, tile=settings.tile)
+        restorer = Restorer.from_pretrained(
+            source, device=settings.device, tile=settings.tile, precision=settings.precision
+        )
         if restorer.name in restorers:
             raise ConfigError(f"two models are named '{restorer.name}': serve only one of them")
         restorers[restorer.name] = restorer
-        log.info("loaded model %s (%s, x%d) from %s", restorer.name, restorer.task, restorer.scale, source)
+        log.info(
+            "loaded model %s (%s, x%d, precision %s) from %s",
+            restorer.name,
+            restorer.task,
+            restorer.scale,
+            restorer.precision_note,
+            source,
+        )
     return restorers
 
 
@@ -215,7 +224,9 @@ def _add_api_routes(
     async def list_models() -> dict[str, Any]:
         return {
             "default": next(iter(models)),
-            "models": [{"name": n, "task": r.task, "scale": r.scale} for n, r in models.items()],
+            "models": [
+                {"name": n, "task": r.task, "scale": r.scale, "precision": r.precision} for n, r in models.items()
+            ],
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
             "formats": list(OUTPUT_CHOICES),
         }

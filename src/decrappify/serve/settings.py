@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from decrappify.errors import ConfigError
+from decrappify.inference.precision import PRECISIONS
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Input pixels; an x4 model makes 16 times as many output pixels, so this also bounds the output's memory.
@@ -38,6 +39,7 @@ class ServeSettings:
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     device: str = "auto"
     tile: int = 512
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(str(model) for model in self.models))
@@ -48,6 +50,8 @@ class ServeSettings:
         _check_int("max_concurrency (--workers)", self.max_concurrency, minimum=1)
         _check_int("queue_size", self.queue_size, minimum=0)
         _check_int("tile", self.tile, minimum=0)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: choose one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         timeout = self.request_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
             raise ConfigError(f"request_timeout_s: expected a number of seconds, got {timeout!r}")
