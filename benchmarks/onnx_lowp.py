@@ -128,7 +128,7 @@ def main() -> None:
             name = session.get_inputs()[0].name
             x = lq.numpy()
             (out,) = session.run(None, {name: x})
-            seconds = _time(lambda s=session, n=name: s.run(None, {n: x}), args.repeats)
+            seconds = _time(lambda s=session, n=name, x=x: s.run(None, {n: x}), args.repeats)
             rows.append((label, seconds, _psnr(out, reference)))
     megapixels = args.size * args.size / 1e6
     print(f"{args.model} (no ensemble), {side}x{side} -> {args.size}x{args.size}, {args.threads} thread(s)\n")
