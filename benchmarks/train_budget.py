@@ -3,15 +3,16 @@
     python benchmarks/train_budget.py --minutes 30 --config configs/sr-x4.toml [KEY=VALUE ...]
 
 Trains with `train.time_budget_minutes` on ../shared/data/bsds500/{train,test} (8 of those photos held out for the
-per-epoch validation), then runs `decrappify.evaluation.evaluate` on ../shared/data/bsds500/val (BSD100: never trained on)
-with the recipe's preset, and prints training throughput (crops/s) and PSNR_Y / SSIM_Y of the final model vs
+per-epoch validation), then runs `decrappify.evaluation.evaluate` on ../shared/data/bsds500/val (BSD100: never
+trained on) with the recipe's preset, and prints training throughput (crops/s) and PSNR_Y / SSIM_Y of the final model vs
 bicubic. The bar for sr-x4 after 30 minutes on the 2-core CPU: >= 27.16 dB PSNR_Y (bicubic + 1.2 dB).
 
 `--bare-seconds N` then runs a minimal training loop (same model, batch and crop size: in-memory images, random
 crop, Pillow bicubic downscale, L1, AdamW, cosine LR; no validation, logging or checkpoints) for N seconds with
 all cores and N seconds with one thread, and prints its crops/s, so the trainer's overhead can be read off under
 the same machine load (the trainer picks its thread count by timing: see src/decrappify/train/threads.py).
-Paths default to ../shared relative to the repository root; the run folder to runs/bench-<name>.
+Paths default to ../shared relative to the repository root (data, and the VGG16 file a feature-loss recipe needs
+when it names none: `--vgg-weights`); the run folder to runs/bench-<name>.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from decrappify.train.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "bsds500"
+SHARED_VGG16 = ROOT.parent / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="run folder (default runs/bench-<config name>; replaced)")
     parser.add_argument("--bare-seconds", type=float, default=0.0, help="then time a bare loop this long")
     parser.add_argument("--no-eval", action="store_true", help="skip the BSD100 evaluation")
+    parser.add_argument(
+        "--vgg-weights",
+        type=Path,
+        default=SHARED_VGG16,
+        help="VGG16 for a feature-loss recipe whose loss.vgg_weights is empty (default: ../shared/weights/...)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return parser.parse_args(argv)
 
@@ -152,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, overrides)
     folders = [str(p.resolve()) for p in args.data]
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, paths=tuple(folders)))
+    if config.loss.kind == "feature" and not config.loss.vgg_weights:
+        loss = dataclasses.replace(config.loss, vgg_weights=str(args.vgg_weights))
+        config = dataclasses.replace(config, loss=loss)
     run_dir = args.out or ROOT / "runs" / f"bench-{config.name}"
     if run_dir.exists():
         import shutil

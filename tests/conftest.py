@@ -1,17 +1,31 @@
-"""Fixtures shared by the whole suite: one torch thread, and tiny model files made on the spot."""
+"""Fixtures shared by the whole suite: one torch thread, tiny model files made on the spot, and the VGG16 file."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from decrappify.nn import create_model
-from decrappify.weights import save_model
+from decrappify.weights import VGG_WEIGHTS_ENV, save_model
 
 # A compact x2 generator small enough that a test runs it in milliseconds.
 TINY_COMPACT = {"arch": "compact", "scale": 2, "widths": [8, 12, 16], "blocks": [1, 1, 1]}
+#: The BSDS500-tuned VGG16 of the shared folder beside the checkout, where the development machines keep it.
+SHARED_VGG16 = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point $DECRAPPIFY_VGG_WEIGHTS at the shared VGG16 file when it exists and the variable is unset.
+
+    The library only takes VGG weights it is given, so the tests give them the way a user would. Done at
+    configure time, before test modules are imported, because their `skipif(no weights)` marks are evaluated
+    then; tests that need the file still skip where it is absent.
+    """
+    if not os.environ.get(VGG_WEIGHTS_ENV) and SHARED_VGG16.is_file():
+        os.environ[VGG_WEIGHTS_ENV] = str(SHARED_VGG16)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,10 +2,11 @@
 
 A model file is one ``.safetensors`` whose metadata holds the ``create_model`` config and an info dict, so
 :func:`load_model` rebuilds the model with no other file and no pickle. Foreign weights (torchvision ImageNet
-files, the shared VGG16) come in through :func:`load_state_dict_file` (safetensors, or ``.pth`` read with
-``torch.load(weights_only=True)``) and go into a module through :func:`load_into`, which checks every key and
-shape and says exactly what does not fit. Downloads happen only when a caller passes a URL or a
-:data:`PRETRAINED` name, never in a constructor and never in the tests.
+files, the VGG16 of the feature loss and the perceptual distance) come in through :func:`load_state_dict_file`
+(safetensors, or ``.pth`` read with ``torch.load(weights_only=True)``) and go into a module through
+:func:`load_into`, which checks every key and shape and says exactly what does not fit. Downloads happen only
+when a caller passes a URL or a :data:`PRETRAINED` name, never in a constructor and never in the tests.
+VGG16 weights are found only where a caller or ``$DECRAPPIFY_VGG_WEIGHTS`` says (:func:`default_vgg16_weights`).
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ from torch import Tensor, nn
 from decrappify.errors import ConfigError, WeightsError
 from decrappify.io.atomic import atomic_write_bytes
 from decrappify.io.model_metadata import CONFIG_KEY, FORMAT_KEY, FORMAT_VERSION, INFO_KEY, read_model_metadata
-from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
+from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, create_backbone
 from decrappify.nn.models import create_model
 from decrappify.nn.state_dict import load_into
 
 log = logging.getLogger(__name__)
 
 
+#: The environment variable that names a VGG16 weights file when no config key or flag does.
 VGG_WEIGHTS_ENV = "DECRAPPIFY_VGG_WEIGHTS"
-SHARED_VGG16 = Path("..") / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
-
 
 
 @dataclass(frozen=True)
@@ -192,28 +192,46 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     return model.float().to(device).eval(), config, info
 
 
-# ---------------------------------------------------------------------------------------------- shared VGG16
-
-
-def repository_root() -> Path:
-    """The source checkout that holds this package (``src/decrappify/weights.py`` -> two folders up)."""
-    return Path(__file__).resolve().parents[2]
+# ----------------------------------------------------------------------------------------------- VGG16 features
 
 
 def default_vgg16_weights() -> Path | None:
-    """Where the shared VGG16 features file is: ``$DECRAPPIFY_VGG_WEIGHTS``, else ``../shared/weights/...``
-    next to the current directory or the repository root; ``None`` when none exists.
+    """The VGG16 weights file ``$DECRAPPIFY_VGG_WEIGHTS`` names, or ``None`` when the variable is unset or empty.
 
-    A ``$DECRAPPIFY_VGG_WEIGHTS`` that names a missing file is an error, not a silent fall-back.
+    The library never searches folders for weights: a file found by looking around would make a loss or a score
+    depend on where a command happened to be started. A path comes from the caller (a config key, a command-line
+    flag) or from this variable. A variable naming a missing file is an error, not a silent "no VGG".
     """
     env = os.environ.get(VGG_WEIGHTS_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"{path}: ${VGG_WEIGHTS_ENV} names a file that does not exist")
-        return path
-    for base in (Path.cwd(), repository_root()):
-        candidate = (base / SHARED_VGG16).resolve()
-        if candidate.is_file():
-            return candidate
-    return None
+    if not env:
+        return None
+    path = Path(env).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{path}: ${VGG_WEIGHTS_ENV} names a file that does not exist")
+    return path
+
+
+def resolve_vgg16_weights(path: str | Path | None, *, needed_for: str, how: str) -> str | Path:
+    """``path``, else :func:`default_vgg16_weights`; when neither gives one, a ``WeightsError`` that says what it
+    was ``needed_for`` and ``how`` to give one (the caller knows its config key or flag), besides the variable."""
+    path = path or default_vgg16_weights()
+    if not path:
+        raise WeightsError(
+            f"no VGG16 weights for {needed_for}: give {how}, or set the environment variable {VGG_WEIGHTS_ENV}, "
+            f"to a .safetensors/.pth file in torchvision's layout (torchvision's vgg16 ImageNet file works: "
+            f"{PRETRAINED['vgg16'].url})"
+        )
+    return path
+
+
+def load_vgg16_features(path: str | Path) -> VGGFeatures:
+    """VGG16's convolutional ``features`` from a file, URL or :data:`PRETRAINED` name in torchvision's layout.
+
+    The key-by-key check of :func:`load_into` applies; a full VGG16 file's ``classifier.*`` keys are dropped.
+    The module is returned frozen, in eval mode, on the CPU: it is only ever used to compare images.
+    """
+    vgg = create_backbone("vgg16")
+    state_dict = load_state_dict_file(path)
+    load_into(vgg, state_dict, what=str(path), ignore_prefixes=PRETRAINED["vgg16"].ignore_prefixes)
+    log.info("VGG16 features loaded from %s", path)
+    return vgg.eval().requires_grad_(False)

@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from decrappify.errors import ConfigError, WeightsError
-from decrappify.nn.backbones import BACKBONES, ResNet, VGGFeatures, create_backbone
-from decrappify.weights import default_vgg16_weights, load_into, load_state_dict_file
+from decrappify.nn.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, ResNet, VGGFeatures, create_backbone
+from decrappify.nn.feature_extractor import VGGFeatureExtractor
+from decrappify.weights import default_vgg16_weights, load_into, load_state_dict_file, load_vgg16_features
 
 # parameter counts of torchvision's models (ResNets with fc, VGG features only), and a few keys with shapes
 TORCHVISION_PARAMS = {
@@ -118,10 +119,54 @@ def test_vgg_extract_matches_running_the_stack():
         vgg.extract(x, ["relu9_9"])
 
 
-def test_shared_vgg16_file_loads_strictly():
+def test_vgg16_file_loads_strictly():
     path = default_vgg16_weights()
     if path is None:
-        pytest.skip("shared VGG16 weights not present")
+        pytest.skip("no VGG16 weights ($DECRAPPIFY_VGG_WEIGHTS)")
     vgg = create_backbone("vgg16")
     load_into(vgg, load_state_dict_file(path), what=str(path))
     assert vgg.features[28].weight.abs().sum() > 0
+    assert torch.equal(load_vgg16_features(path).features[28].weight, vgg.features[28].weight)
+
+
+def test_feature_extractor_normalises_then_runs_only_to_the_deepest_layer():
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", width_divisor=16)
+    extractor = VGGFeatureExtractor(vgg, ["relu2_2", "conv1_1"])
+    assert extractor.layer_indices == (8, 0) and len(extractor.stack) == 9
+    x = torch.rand(1, 3, 16, 16)
+    normalised = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    relu, conv = extractor(x)
+    with torch.no_grad():
+        torch.testing.assert_close(relu, vgg.features[:9](normalised))
+        torch.testing.assert_close(conv, vgg.features[:1](normalised))
+    (only_conv,) = extractor(x, ["conv1_1"])
+    torch.testing.assert_close(only_conv, conv)
+    with pytest.raises(ConfigError, match="not one of this extractor's"):
+        extractor(x, ["relu3_3"])
+
+
+def test_feature_extractor_stays_frozen_and_passes_gradients_to_the_input():
+    torch.manual_seed(0)
+    extractor = VGGFeatureExtractor(VGGFeatures("vgg16", batch_norm=True, width_divisor=16), [5])
+    extractor.train()
+    assert not extractor.stack.training
+    assert not any(p.requires_grad for p in extractor.parameters())
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    extractor(x)[0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_feature_extractor_knows_which_layers_a_small_image_reaches():
+    extractor = VGGFeatureExtractor(VGGFeatures("vgg16", width_divisor=16), ["relu1_2", "relu4_3", "relu5_3"])
+    assert extractor.reached_layers(12, 40) == ("relu1_2", "relu4_3")  # 12 >> 4 pools = 0: relu5_3 is out
+    assert extractor.reached_layers(16, 16) == ("relu1_2", "relu4_3", "relu5_3")
+
+
+def test_feature_extractor_on_a_plain_stack_takes_indices_only():
+    stack = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(inplace=True))
+    assert len(VGGFeatureExtractor(stack, [0, 1]).stack) == 2
+    with pytest.raises(ConfigError, match="takes layer indices 0..1"):
+        VGGFeatureExtractor(stack, ["relu1_1"])
+    with pytest.raises(ConfigError, match="needs an nn.Sequential"):
+        VGGFeatureExtractor(torch.nn.Conv2d(3, 4, 3), [0])

@@ -1,4 +1,4 @@
-"""Pixel, gram and feature losses on a tiny random VGG-like stack; one check on the shared VGG16 file."""
+"""Pixel, gram and feature losses on a tiny random VGG-like stack; one check on the real VGG16 file."""
 
 from __future__ import annotations
 
@@ -177,8 +177,8 @@ def test_calibration_rejects_identical_batch(images):
 
 def test_create_feature_loss_without_weights_says_how(monkeypatch, tmp_path):
     monkeypatch.delenv(weights_io.VGG_WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(weights_io, "default_vgg16_weights", lambda: None)
-    with pytest.raises(WeightsError, match="feature_loss.weights.*DECRAPPIFY_VGG_WEIGHTS"):
+    monkeypatch.chdir(tmp_path)  # nothing is searched for, wherever the command runs
+    with pytest.raises(WeightsError, match="feature loss: give the config key loss.vgg_weights.*DECRAPPIFY_VGG_W"):
         create_feature_loss()
     with pytest.raises(WeightsError, match="not found"):
         create_feature_loss(tmp_path / "missing.safetensors")
@@ -191,14 +191,15 @@ def test_create_feature_loss_rejects_unknown_keys():
         create_feature_loss(layer_ids=(8, 15), weights={"layer_ids": [8, 15, 22]})
 
 
-def _shared_vgg16():
+def _vgg16_file():
+    """$DECRAPPIFY_VGG_WEIGHTS (tests/conftest.py points it at ../shared/weights when that file exists)."""
     try:
         return weights_io.default_vgg16_weights()
     except WeightsError:
         return None
 
 
-@pytest.mark.skipif(_shared_vgg16() is None, reason="shared VGG16 weights not present")
+@pytest.mark.skipif(_vgg16_file() is None, reason="no VGG16 weights ($DECRAPPIFY_VGG_WEIGHTS)")
 def test_real_vgg16_loss(images):
     _, hq = images
     loss = create_feature_loss()
@@ -221,6 +222,6 @@ def test_feature_before_an_inplace_relu_is_kept_intact(images):
     seq = tiny_vgg()
     loss = FeatureLoss(seq, (0, 1), (1.0, 1.0), (1.0, 1.0))
     conv_out, relu_out = loss.extract(hq)
-    expected = seq[0]((hq - loss.mean) / loss.std)
+    expected = seq[0]((hq - loss.extractor.mean) / loss.extractor.std)
     torch.testing.assert_close(conv_out, expected)  # still has its negative values
     assert conv_out.min() < 0 and relu_out.min() >= 0

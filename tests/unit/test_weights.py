@@ -11,14 +11,17 @@ from safetensors.torch import save_file
 
 from decrappify import weights
 from decrappify.errors import WeightsError
-from decrappify.nn.models import create_model
 from decrappify.io.model_metadata import read_model_metadata
+from decrappify.nn.backbones import create_backbone
+from decrappify.nn.models import create_model
 from decrappify.nn.state_dict import clean_state_dict
 from decrappify.weights import (
     PRETRAINED,
     default_vgg16_weights,
     load_model,
     load_state_dict_file,
+    load_vgg16_features,
+    resolve_vgg16_weights,
     save_model,
 )
 
@@ -128,18 +131,19 @@ def test_pretrained_registry_hashes_match_the_file_names():
         assert entry.url.rsplit("-", 1)[-1] == f"{entry.sha256_prefix}.pth"
 
 
-def test_default_vgg16_weights_search_order(tmp_path, monkeypatch):
+def test_default_vgg16_weights_come_only_from_the_environment(tmp_path, monkeypatch):
+    """No folder is searched: a VGG16 file beside the working directory, as ../shared once was, is not picked up."""
     monkeypatch.delenv(weights.VGG_WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(weights, "repository_root", lambda: tmp_path / "nowhere")
     work = tmp_path / "project"
     work.mkdir()
     monkeypatch.chdir(work)
+    beside = tmp_path / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
+    beside.parent.mkdir(parents=True)
+    beside.write_bytes(b"x")
+    (work / "vgg16_hed_bsds500.safetensors").write_bytes(b"x")
     assert default_vgg16_weights() is None
-
-    shared = tmp_path / "shared" / "weights" / "vgg16_hed_bsds500.safetensors"
-    shared.parent.mkdir(parents=True)
-    shared.write_bytes(b"x")
-    assert default_vgg16_weights() == shared.resolve()
+    monkeypatch.setenv(weights.VGG_WEIGHTS_ENV, "")
+    assert default_vgg16_weights() is None
 
     chosen = tmp_path / "mine.safetensors"
     chosen.write_bytes(b"x")
@@ -148,6 +152,28 @@ def test_default_vgg16_weights_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.VGG_WEIGHTS_ENV, str(tmp_path / "gone.safetensors"))
     with pytest.raises(WeightsError, match="gone.safetensors"):
         default_vgg16_weights()
+
+
+def test_missing_vgg16_weights_say_what_for_and_how(monkeypatch, tmp_path):
+    monkeypatch.delenv(weights.VGG_WEIGHTS_ENV, raising=False)
+    expected = "for the thing: give --flag, or set the environment variable DECRAPPIFY_VGG_WEIGHTS"
+    with pytest.raises(WeightsError, match=expected):
+        resolve_vgg16_weights(None, needed_for="the thing", how="--flag")
+    given = tmp_path / "given.safetensors"
+    assert resolve_vgg16_weights(given, needed_for="the thing", how="--flag") == given
+    with pytest.raises(WeightsError, match="given.safetensors: weights file not found"):
+        load_vgg16_features(given)
+
+
+def test_vgg16_features_load_a_full_torchvision_file_frozen(tmp_path):
+    """A whole torchvision VGG16 file (features and classifier) loads; the classifier is dropped."""
+    torch.manual_seed(0)
+    source = create_backbone("vgg16")
+    state = {**source.state_dict(), "classifier.0.weight": torch.zeros(2, 2)}
+    save_file(state, tmp_path / "vgg16.safetensors")
+    vgg = load_vgg16_features(tmp_path / "vgg16.safetensors")
+    assert torch.equal(vgg.features[28].weight, source.features[28].weight)
+    assert not vgg.training and not any(p.requires_grad for p in vgg.parameters())
 
 
 def test_urls_are_cached_and_hash_checked_without_network(tmp_path, monkeypatch):

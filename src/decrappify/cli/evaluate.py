@@ -6,9 +6,11 @@ import argparse
 import logging
 
 from decrappify.evaluation.evaluate import evaluate
+from decrappify.evaluation.perceptual import PerceptualDistance
 from decrappify.evaluation.report import write_json, write_report
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.tasks import TASKS
+from decrappify.weights import VGG_WEIGHTS_ENV
 
 log = logging.getLogger("decrappify")
 
@@ -49,8 +51,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         dest="perceptual",
         action="store_false",
         default=None,
-        help="skip the VGG perceptual distance (scored by default when VGG16 weights are found; one VGG16 pass "
-        "per image and method, the slowest part of an evaluation on a CPU)",
+        help="skip the VGG perceptual distance (scored when --vgg-weights or $DECRAPPIFY_VGG_WEIGHTS names VGG16 "
+        "weights; one VGG16 pass per image and method, the slowest part of an evaluation on a CPU)",
+    )
+    parser.add_argument(
+        "--vgg-weights",
+        metavar="PATH",
+        help=f"VGG16 weights in torchvision's layout for the perceptual distance (default: ${VGG_WEIGHTS_ENV}; "
+        "with neither, the column is left empty). A file given here must load, or evaluate stops",
     )
     parser.add_argument(
         "--ensemble",
@@ -65,6 +73,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    perceptual = args.perceptual  # None: scored when $DECRAPPIFY_VGG_WEIGHTS names a file; False: off
+    if perceptual is None and args.vgg_weights:
+        perceptual = PerceptualDistance.from_weights(args.vgg_weights)
     result = evaluate(
         args.data_dir,
         args.task,
@@ -73,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         keep_crops=args.report is not None,
         progress=not args.quiet,
-        perceptual=args.perceptual,
+        perceptual=perceptual,
         ensemble=args.ensemble,
     )
     print(result.to_markdown(), end="")

@@ -8,10 +8,11 @@ take the squared Euclidean difference, average over positions; then average over
 identical features; the range is [0, 4]. Numbers are comparable between methods scored with the same weights
 file, never with published LPIPS figures.
 
-The network is the one the feature loss uses (`weights.default_vgg16_weights()`: `$DECRAPPIFY_VGG_WEIGHTS` or the
-shared BSDS500-tuned VGG16), so a model trained with the feature loss is partly scored on what it optimised:
-read this distance next to PSNR/SSIM and the pictures, not alone. Cost: a VGG16 forward pass, about 0.6 GFLOP
-per pixel (about 2 s per BSD100 image on 2 busy CPU cores); memory about 250 MB per megapixel.
+The network and the extraction are the feature loss's (`weights.load_vgg16_features`, `VGGFeatureExtractor`), on
+the file given as `path`, else `$DECRAPPIFY_VGG_WEIGHTS`; nothing is searched for. So a model trained with the
+feature loss is partly scored on what it optimised: read this distance next to PSNR/SSIM and the pictures, not
+alone. It costs a VGG16 pass to relu5_3 per image and method, the slowest part of an evaluation on a CPU
+(figures: docs/benchmarks/vgg-features.md).
 """
 
 from __future__ import annotations
@@ -26,24 +27,24 @@ import torch
 from torch import Tensor
 
 from decrappify import weights as weights_io
-from decrappify.errors import InputError, WeightsError
-from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, create_backbone
+from decrappify.errors import InputError
+from decrappify.nn.backbones import VGGFeatures
+from decrappify.nn.feature_extractor import VGGFeatureExtractor
 
 log = logging.getLogger(__name__)
 
 #: The VGG16 taps LPIPS uses (the ReLU before each max-pool).
 LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 _EPS = 1e-10
+#: How to give a weights file, for the error when there is none.
+HOW_TO_GIVE_WEIGHTS = "--vgg-weights PATH to `decrappify evaluate` (loss.vgg_weights in a training config)"
 
 
 @functools.lru_cache(maxsize=2)
 def _load_vgg16(path: str) -> VGGFeatures:
-    """VGG16 features from a weights file, loaded once per process (evaluate may build several distances)."""
-    vgg = create_backbone("vgg16")
-    weights_io.load_into(
-        vgg, weights_io.load_state_dict_file(path), what=path, ignore_prefixes=("classifier.",)
-    )
-    return vgg.eval().requires_grad_(False)
+    """VGG16 features loaded once per process and file: evaluate may build several distances. Distances only read
+    the module, so sharing it is safe; the feature loss loads its own copy, since training moves it to a device."""
+    return weights_io.load_vgg16_features(path)
 
 
 def _to_tensor(rgb: np.ndarray, name: str) -> Tensor:
@@ -62,23 +63,15 @@ class PerceptualDistance:
     """
 
     def __init__(self, vgg: VGGFeatures, layers: Sequence[str | int] = LAYERS, source: str = ""):
-        self.vgg = vgg.eval().requires_grad_(False)
-        self.layers = tuple(layers)
-        for layer in self.layers:
-            vgg.layer_index(layer)  # ConfigError listing the names for an unknown layer
+        self.extractor = VGGFeatureExtractor(vgg, layers)  # ConfigError listing the names for an unknown layer
+        self.layers = self.extractor.layers
         self.source = source
-        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     @classmethod
     def from_weights(cls, path: str | Path | None = None) -> PerceptualDistance:
-        """VGG16 from ``path`` (default: :func:`weights.default_vgg16_weights`); ``WeightsError`` if none exists."""
-        path = path or weights_io.default_vgg16_weights()
-        if path is None:
-            raise WeightsError(
-                f"no VGG16 weights for the perceptual distance: set ${weights_io.VGG_WEIGHTS_ENV} to a "
-                f".safetensors/.pth file in torchvision's layout ({weights_io.PRETRAINED['vgg16'].url} works)"
-            )
+        """VGG16 from ``path``, else ``$DECRAPPIFY_VGG_WEIGHTS``; a ``WeightsError`` saying how to give one if
+        neither names a file."""
+        path = weights_io.resolve_vgg16_weights(path, needed_for="the perceptual distance", how=HOW_TO_GIVE_WEIGHTS)
         return cls(_load_vgg16(str(path)), source=str(path))
 
     def reference(self, hq: np.ndarray, border: int = 0) -> list[Tensor]:
@@ -100,13 +93,7 @@ class PerceptualDistance:
 
     def _usable_layers(self, height: int, width: int) -> list[str | int]:
         """The layers an image this small still reaches (each max-pool halves it; a tiny crop skips relu5_3)."""
-        usable = []
-        for layer in self.layers:
-            index = self.vgg.layer_index(layer)
-            pools = sum(isinstance(m, torch.nn.MaxPool2d) for m in self.vgg.features[:index])
-            if min(height, width) >> pools >= 1:
-                usable.append(layer)
-        return usable
+        return list(self.extractor.reached_layers(height, width))
 
     def _features(self, rgb: np.ndarray, border: int, name: str) -> list[Tensor]:
         x = _to_tensor(rgb, name)
@@ -116,13 +103,17 @@ class PerceptualDistance:
             raise InputError(None, f"{name}: nothing left after cropping a {border}-pixel border")
         layers = self._usable_layers(*x.shape[-2:])
         with torch.inference_mode():
-            feats = self.vgg.extract((x - self.mean) / self.std, layers)
+            feats = self.extractor(x, layers)
             return [f / (f.norm(dim=1, keepdim=True) + _EPS) for f in feats]
 
 
 def default_perceptual() -> PerceptualDistance | None:
-    """The distance on the default VGG16 weights, or ``None`` (logged) when no weights file is available."""
+    """The distance on ``$DECRAPPIFY_VGG_WEIGHTS``, or ``None`` (logged) when the variable is unset."""
     if weights_io.default_vgg16_weights() is None:
-        log.info("perceptual distance skipped: no VGG16 weights (set $%s)", weights_io.VGG_WEIGHTS_ENV)
+        log.info(
+            "perceptual distance skipped: no VGG16 weights (give %s, or set $%s)",
+            HOW_TO_GIVE_WEIGHTS,
+            weights_io.VGG_WEIGHTS_ENV,
+        )
         return None
     return PerceptualDistance.from_weights()

@@ -194,20 +194,28 @@ class VGGFeatures(nn.Module):
 
     def extract(self, x: Tensor, layers: Sequence[str | int]) -> list[Tensor]:
         """Outputs of ``layers`` (in the order given); runs only as deep as the deepest one."""
-        indices = [self.layer_index(layer) for layer in layers]
-        wanted = set(indices)
-        found: dict[int, Tensor] = {}
-        last = max(indices)
-        for i, module in enumerate(self.features[: last + 1]):
-            x = module(x)
-            if i in wanted:
-                following = self.features[i + 1] if i < last else None
-                # an in-place ReLU next would overwrite the stored tensor
-                found[i] = x.clone() if getattr(following, "inplace", False) else x
-        return [found[i] for i in indices]
+        return run_to_layers(self.features, x, [self.layer_index(layer) for layer in layers])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
+
+
+def run_to_layers(stack: nn.Sequential, x: Tensor, indices: Sequence[int]) -> list[Tensor]:
+    """Outputs of ``stack[i]`` for each ``i`` in ``indices`` (in the order given), running ``stack`` on ``x`` only
+    as deep as the deepest of them.
+
+    torchvision's VGGs use in-place ReLUs: the output of a convolution followed by one would be overwritten by
+    the next step, so such an output is cloned when it is kept.
+    """
+    wanted = set(indices)
+    found: dict[int, Tensor] = {}
+    last = max(indices)
+    for i, module in enumerate(stack[: last + 1]):
+        x = module(x)
+        if i in wanted:
+            following = stack[i + 1] if i < last else None
+            found[i] = x.clone() if getattr(following, "inplace", False) else x
+    return [found[i] for i in indices]
 
 
 def _vgg_layer_names(features: nn.Sequential) -> dict[str, int]:

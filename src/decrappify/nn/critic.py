@@ -16,7 +16,6 @@ Inputs are NCHW float in [0, 1] (what generators output); each critic maps them 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from torch.nn.utils import parametrizations
 
 from decrappify.errors import ConfigError
 from decrappify.nn.layers import ResBlock, SelfAttention, conv_layer
+from decrappify.nn.registry import build_from_registry
 
 
 def _down_conv(
@@ -154,19 +154,4 @@ CRITICS: dict[str, type[nn.Module]] = {"patch": PatchCritic, "unet": UnetCritic}
 
 def create_critic(config: Mapping) -> nn.Module:
     """Build a randomly initialised critic from ``{"arch": "patch" | "unet", **keyword arguments}``."""
-    if not isinstance(config, Mapping) or "arch" not in config:
-        raise ConfigError(f"critic config needs an 'arch' key; choose one of: {', '.join(CRITICS)}")
-    kwargs = dict(config)
-    arch = kwargs.pop("arch")
-    if arch not in CRITICS:
-        raise ConfigError(f"unknown critic arch '{arch}'; choose one of: {', '.join(CRITICS)}")
-    valid = [name for name in inspect.signature(CRITICS[arch].__init__).parameters if name != "self"]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} for critic arch '{arch}'; valid options: {', '.join(valid)}"
-        )
-    try:
-        return CRITICS[arch](**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid config for critic arch '{arch}': {exc}") from exc
+    return build_from_registry("critic", CRITICS, config, arch_label="critic arch")

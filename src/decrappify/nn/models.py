@@ -6,14 +6,13 @@ argument of the arch's class. Model files store this dict, so a file rebuilds it
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from decrappify.errors import ConfigError
+from decrappify.nn.registry import build_from_registry, registry_options
 from decrappify.nn.unet import CompactUnet, UnetGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
@@ -24,28 +23,12 @@ ARCHS: dict[str, type[nn.Module]] = {
 
 def arch_options(arch: str) -> list[str]:
     """The config keys an arch accepts besides ``arch``."""
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown arch '{arch}'; choose one of: {', '.join(ARCHS)}")
-    params = inspect.signature(ARCHS[arch].__init__).parameters
-    return [name for name in params if name != "self"]
+    return registry_options(ARCHS, arch)
 
 
 def create_model(config: Mapping) -> nn.Module:
     """Build a randomly initialised generator from ``config`` (``ConfigError`` for an unknown arch or key)."""
-    if not isinstance(config, Mapping) or "arch" not in config:
-        raise ConfigError(f"model config needs an 'arch' key; choose one of: {', '.join(ARCHS)}")
-    kwargs = dict(config)
-    arch = kwargs.pop("arch")
-    valid = arch_options(arch)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} for arch '{arch}'; valid options: {', '.join(valid)}"
-        )
-    try:
-        return ARCHS[arch](**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid config for arch '{arch}': {exc}") from exc
+    return build_from_registry("model", ARCHS, config)
 
 
 #: Stride grid tiles are aligned to when a model does not say (`model.stride`): harmless for plain

@@ -45,10 +45,12 @@ class DataConfig:
     degrade: str = "crop"
     box_crops: float = 0.5  # degrade=photo: the share of crops placed over a watermark (the rest anywhere)
     cache: bool = True  # decode the training images once and keep them in memory (uint8)
-    workers: int = 0  # 0: build batches in this process (best on 2 cores); N: DataLoader worker processes
-    # with workers=0: build the next batch in a thread while the model computes. Off by default: on 2 cores the
-    # thread takes a core from torch's threads, which then wait for each other; on a busy machine, threads=1 with
-    # prefetch=true measured faster (see benchmarks/train_budget.py)
+    # 0: build batches in this process; N: DataLoader worker processes. Workers only pay off with cores to spare:
+    # each one competes with torch's compute threads for the same cores.
+    workers: int = 0
+    # with workers=0: build the next batch in a thread while the model computes. Off by default because that
+    # thread takes a core from torch's threads, which then wait for each other; with train.threads=1 it has a
+    # core of its own. Compare both on a machine with `benchmarks/train_budget.py`.
     prefetch: bool = False
 
 
@@ -63,7 +65,7 @@ class LossConfig:
     watermark_weight: float = 1.0
     pixel: str = "l1"  # the pixel term of the feature loss
     vgg: str = "vgg16"  # backbone for the feature loss
-    vgg_weights: str = ""  # file or URL in torchvision layout; "": `weights.default_vgg16_weights()`
+    vgg_weights: str = ""  # file, URL or PRETRAINED name in torchvision layout; "": $DECRAPPIFY_VGG_WEIGHTS
     layer_ids: tuple[int, ...] = (8, 15, 22)  # VGG16 relu2_2, relu3_3, relu4_3
     feature_weights: tuple[float, ...] = ()  # empty: calibrated to the backbone at the start of training
     gram_weights: tuple[float, ...] = ()  # empty: calibrated
@@ -125,8 +127,10 @@ class TrainConfig:
     samples: int = 4  # validation images in each epoch's sample grid
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # channels-last memory format (measured ~5% faster on CPU too)
-    threads: int = 0  # torch CPU threads per process; 0: cores / local processes or 1, whichever is faster
+    # channels-last memory format: oneDNN's CPU convolutions and cuDNN's tensor-core kernels work on NHWC, so
+    # NCHW tensors would be reordered at every layer (speeds: docs/benchmarks/compact-sr-x4-speed.md)
+    channels_last: bool = True
+    threads: int = 0  # torch CPU threads per process; 0: cores / local processes or 1, timed on real steps
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` package)
     debug_nan_step: int = 0  # test hook: make the loss NaN at this global step (0: off)
 
@@ -385,6 +389,6 @@ def _validate_gan(gan: GanConfig, scale: int) -> None:
     _check(gan.lr > 0 and gan.critic_lr > 0, "gan.lr and gan.critic_lr: must be > 0")
     _check(all(0 <= b < 1 for b in gan.betas), f"gan.betas: each in [0, 1), got {gan.betas}")
     _check(gan.adversarial_weight >= 0, f"gan.adversarial_weight: must be >= 0, got {gan.adversarial_weight}")
-    _check(0 < gan.critic_threshold, f"gan.critic_threshold: must be > 0, got {gan.critic_threshold}")
+    _check(gan.critic_threshold > 0, f"gan.critic_threshold: must be > 0, got {gan.critic_threshold}")
     _check(0.5 < gan.real_label <= 1, f"gan.real_label: must be in (0.5, 1], got {gan.real_label}")
     _check(gan.checkpoint_steps >= 1, f"gan.checkpoint_steps: must be >= 1, got {gan.checkpoint_steps}")

@@ -2,11 +2,14 @@
 adversarial loss of GAN fine-tuning (with the critic's accuracy, and the generator's feature + adversarial sum).
 
 fastai's lesson-7 weights (5 / 15 / 2 for the features, 5e3 * w^2 for the gram matrices) were tuned to VGG16-BN's
-activation scale; on another backbone the same constants make one term swamp the rest (a gram term 10^7 times the
-pixel loss on the shared VGG16, see ../shared/docs/feature-loss.md). So the weights here are *calibrated*: measure
-each raw term on bicubic outputs vs truth and pick the weight that makes it a chosen multiple of the pixel loss
-(:func:`calibrate_feature_weights`); the trainer stores the result in its config. Every term is returned
-separately so it can be logged.
+activation scale. A term's size follows the backbone's activations (a gram matrix their square), so on another
+backbone the same constants let one term swamp the rest (figures: docs/benchmarks/vgg-features.md). So the
+weights here are *calibrated*: each raw term is computed on bicubic outputs vs truth and given the weight that makes
+it a chosen multiple of the pixel loss (:func:`calibrate_feature_weights`); the trainer stores the result in its
+config. Every term is returned separately so it can be logged.
+
+The VGG features come from :class:`~decrappify.nn.feature_extractor.VGGFeatureExtractor`, the same extraction the
+perceptual distance of ``evaluate`` uses, and the weights file from :func:`decrappify.weights.load_vgg16_features`.
 """
 
 from __future__ import annotations
@@ -21,20 +24,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decrappify import weights as weights_io
-from decrappify.errors import ConfigError, WeightsError
-from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
+from decrappify.errors import ConfigError
+from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
+from decrappify.nn.feature_extractor import VGGFeatureExtractor, features_stack
 
 log = logging.getLogger(__name__)
 
 #: relu2_2, relu3_3, relu4_3 of torchvision's ``vgg16().features`` (the layers before the 2nd-4th max-pool).
 DEFAULT_LAYER_IDS = (8, 15, 22)
-#: Each term as a multiple of the pixel L1 on bicubic outputs (feature-loss.md, "What worked").
+#: The calibration's targets: each term as a multiple of the pixel L1 on bicubic outputs. The gram terms get a
+#: small share: when they dominate the loss, training covers the picture in a checkerboard
+#: (docs/benchmarks/vgg-features.md).
 DEFAULT_FEATURE_RATIOS = (1.0, 3.0, 0.4)
 DEFAULT_GRAM_RATIOS = (0.1, 0.9, 0.02)
-#: Weights calibrated with those ratios on the shared (rescaled) VGG16 file and bicubic x4 outputs of 96-pixel
-#: BSDS500 crops, as used in the run of feature-loss.md; any other backbone file must be calibrated again.
-SHARED_VGG16_FEATURE_WEIGHTS = (0.056, 0.16, 0.021)
-SHARED_VGG16_GRAM_WEIGHTS = (0.54, 11.4, 0.44)
+#: What calibration with those ratios gives for the BSDS500-tuned VGG16 file (vgg16_hed_bsds500.safetensors,
+#: per-layer rescaled) on bicubic x4 outputs of 96-pixel BSDS500 crops (docs/benchmarks/vgg-features.md).
+#: The defaults when no calibrated weights are given; any other weights file must be calibrated again.
+HED_VGG16_FEATURE_WEIGHTS = (0.056, 0.16, 0.021)
+HED_VGG16_GRAM_WEIGHTS = (0.54, 11.4, 0.44)
 
 PIXEL_KINDS = {"l1": F.l1_loss, "mse": F.mse_loss}
 _CONFIG_KEYS = ("layer_ids", "feature_weights", "gram_weights", "pixel_weight", "pixel_kind")
@@ -72,40 +79,31 @@ def gram_matrix(x: Tensor) -> Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
-def _features_sequential(vgg_features: nn.Module) -> nn.Sequential:
-    """The ``nn.Sequential`` of conv/ReLU/pool layers: the module itself or its ``.features`` (VGGFeatures)."""
-    seq = getattr(vgg_features, "features", vgg_features)
-    if not isinstance(seq, nn.Sequential):
-        raise ConfigError(
-            f"feature loss needs an nn.Sequential (or a module with .features), got {type(seq)}"
-        )
-    return seq
-
-
 class FeatureLoss(nn.Module):
     """pixel + sum_i wf_i * L1(feat_i) + sum_i wg_i * L1(gram_i) on a frozen feature extractor.
 
     ``forward(pred, hq)`` returns ``(total, terms)`` where ``terms`` holds the weighted ``"pixel"``,
-    ``"feat_<i>"`` and ``"gram_<i>"`` values (their sum is ``total``). Only the layers up to the deepest of
-    ``layer_ids`` are kept and run. The target's features are computed without gradients.
+    ``"feat_<i>"`` and ``"gram_<i>"`` values (their sum is ``total``). ``vgg_features`` is a ``VGGFeatures`` or a
+    plain ``nn.Sequential``; ``layer_ids`` are indices in it. Only the layers up to the deepest of ``layer_ids``
+    are kept and run (:class:`VGGFeatureExtractor`). The target's features are computed without gradients.
     """
 
     def __init__(
         self,
         vgg_features: nn.Module,
         layer_ids: Sequence[int] = DEFAULT_LAYER_IDS,
-        feature_weights: Sequence[float] = SHARED_VGG16_FEATURE_WEIGHTS,
-        gram_weights: Sequence[float] = SHARED_VGG16_GRAM_WEIGHTS,
+        feature_weights: Sequence[float] = HED_VGG16_FEATURE_WEIGHTS,
+        gram_weights: Sequence[float] = HED_VGG16_GRAM_WEIGHTS,
         pixel_weight: float = 1.0,
         pixel_kind: str = "l1",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
         super().__init__()
-        seq = _features_sequential(vgg_features)
+        depth = len(features_stack(vgg_features))
         self.layer_ids = tuple(int(i) for i in layer_ids)
-        if not self.layer_ids or min(self.layer_ids) < 0 or max(self.layer_ids) >= len(seq):
-            raise ConfigError(f"feature loss layer_ids {self.layer_ids} must lie in 0..{len(seq) - 1}")
+        if not self.layer_ids or min(self.layer_ids) < 0 or max(self.layer_ids) >= depth:
+            raise ConfigError(f"feature loss layer_ids {self.layer_ids} must lie in 0..{depth - 1}")
         if len(feature_weights) != len(self.layer_ids) or len(gram_weights) != len(self.layer_ids):
             raise ConfigError(
                 f"feature loss: {len(self.layer_ids)} layers but {len(feature_weights)} feature weights "
@@ -115,13 +113,12 @@ class FeatureLoss(nn.Module):
         self.gram_weights = tuple(float(w) for w in gram_weights)
         self.pixel_weight = float(pixel_weight)
         self.pixel = PixelLoss(pixel_kind)
-        self.vgg = seq[: max(self.layer_ids) + 1]  # stop early: deeper layers are never run (nor kept)
-        self.vgg.eval()
-        self.vgg.requires_grad_(False)
-        self.register_buffer(
-            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.extractor = VGGFeatureExtractor(vgg_features, self.layer_ids, mean, std)
+
+    @property
+    def vgg(self) -> nn.Sequential:
+        """The frozen VGG layers this loss runs (up to the deepest of ``layer_ids``): what calibration takes."""
+        return self.extractor.stack
 
     @classmethod
     def from_fastai_weights(
@@ -133,12 +130,6 @@ class FeatureLoss(nn.Module):
     ) -> FeatureLoss:
         """fastai lesson 7's constants (w, and 5e3 * w^2 for gram): for reference only, tuned to VGG16-BN."""
         return cls(vgg_features, layer_ids, weights, [gram_factor * w * w for w in weights])
-
-    def train(self, mode: bool = True) -> FeatureLoss:
-        """Keep the backbone in eval mode whatever the caller asks (its BatchNorm statistics are frozen)."""
-        super().train(mode)
-        self.vgg.eval()
-        return self
 
     def config(self) -> dict:
         """The JSON-serialisable weights (what :func:`calibrate_feature_weights` returns)."""
@@ -152,16 +143,7 @@ class FeatureLoss(nn.Module):
 
     def extract(self, x: Tensor) -> list[Tensor]:
         """Features of an image batch in [0, 1] at ``layer_ids`` (normalised first; stops at the deepest)."""
-        x = (x - self.mean) / self.std
-        wanted, found = set(self.layer_ids), {}
-        last = len(self.vgg) - 1
-        for i, module in enumerate(self.vgg):
-            x = module(x)
-            if i in wanted:
-                following = self.vgg[i + 1] if i < last else None
-                # an in-place ReLU next would overwrite the stored tensor
-                found[i] = x.clone() if getattr(following, "inplace", False) else x
-        return [found[i] for i in self.layer_ids]
+        return self.extractor(x)
 
     def raw_terms(self, pred: Tensor, hq: Tensor) -> dict[str, Tensor]:
         """Unweighted terms: pixel loss, L1 of each layer's features and of each layer's gram matrix."""
@@ -231,28 +213,16 @@ def calibrate_feature_weights(
     return result
 
 
-def _resolve_vgg_weights(weights_path: str | Path | None) -> str | Path:
-    """The weights file to load; ``WeightsError`` saying how to provide one when there is none."""
-    if weights_path is None:
-        weights_path = weights_io.default_vgg16_weights()
-    if weights_path is None:
-        raise WeightsError(
-            "no VGG16 weights for the feature loss: set the config key feature_loss.weights or the environment "
-            f"variable {weights_io.VGG_WEIGHTS_ENV} to a .safetensors/.pth file (torchvision's vgg16 ImageNet "
-            f"file works: {weights_io.PRETRAINED['vgg16'].url})"
-        )
-    return weights_path
-
-
 def create_feature_loss(
     weights_path: str | Path | None = None,
     layer_ids: Sequence[int] | None = None,
     weights: Mapping | None = None,
 ) -> FeatureLoss:
-    """A :class:`FeatureLoss` on VGG16 loaded from ``weights_path`` (default: :func:`default_vgg16_weights`).
+    """A :class:`FeatureLoss` on VGG16 loaded from ``weights_path`` (default: ``$DECRAPPIFY_VGG_WEIGHTS``).
 
     ``weights`` is a dict as returned by :func:`calibrate_feature_weights` (or stored in a training config);
-    without it the weights calibrated for the shared VGG16 file are used.
+    without it the weights calibrated for the BSDS500-tuned VGG16 file are used. ``WeightsError`` saying how to
+    give a file when there is none.
     """
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(_CONFIG_KEYS))
@@ -264,10 +234,10 @@ def create_feature_loss(
             f"feature loss layer_ids {list(layer_ids)} differ from the weights' {list(stored_ids)}"
         )
     layer_ids = tuple(layer_ids or stored_ids or DEFAULT_LAYER_IDS)
-    source = _resolve_vgg_weights(weights_path)
-    vgg = create_backbone("vgg16")
-    state_dict = weights_io.load_state_dict_file(source)
-    weights_io.load_into(vgg, state_dict, what=str(source), ignore_prefixes=("classifier.",))
+    source = weights_io.resolve_vgg16_weights(
+        weights_path, needed_for="the feature loss", how="the config key loss.vgg_weights"
+    )
+    vgg = weights_io.load_vgg16_features(source)
     log.info("feature loss: VGG16 features from %s, layers %s", source, layer_ids)
     return FeatureLoss(vgg, layer_ids, **weights)
 
