@@ -15,6 +15,7 @@ with fp32 (PSNR). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -71,15 +72,22 @@ class _Reader:
 
 
 def _int8_graph(fp32_path: Path, out: Path, calibration: list[np.ndarray]) -> Path:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = out.with_name("prepared.onnx")
-    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    name = create_session(prepared).get_inputs()[0].name
+    # The quantiser writes scratch files into the working directory: keep them in the temporary folder.
+    with contextlib.chdir(out.parent):
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        name = create_session(prepared).get_inputs()[0].name
+        _quantize(prepared, out, name, calibration)
+    return out
+
+
+def _quantize(prepared: Path, out: Path, name: str, calibration: list[np.ndarray]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     quantize_static(str(prepared), str(out), _Reader(name, calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
-    return out
 
 
 def _fp16_graph(fp32_path: Path, out: Path) -> Path | None:
