@@ -178,6 +178,24 @@ def save_model(
     return atomic_write_bytes(path, save(tensors, metadata=header))
 
 
+def update_model_info(path: str | Path, changes: Mapping[str, object]) -> dict:
+    """Merge `changes` into a model file's info dict (a None value deletes the key), tensors untouched.
+
+    For facts learned after a model was saved, such as the precision it must run in; returns the new info.
+    """
+    path = Path(path)
+    config, info = read_model_metadata(path)
+    tensors, header = _read_safetensors(path)
+    for key, value in changes.items():
+        if value is None:
+            info.pop(key, None)
+        else:
+            info[key] = value
+    header = {**header, INFO_KEY: json.dumps(info, sort_keys=True)}
+    atomic_write_bytes(path, save(tensors, metadata=header))
+    return info
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
     """Rebuild a model from its file: ``(model in eval mode, fp32, on device; config; info)``."""
 

@@ -23,6 +23,7 @@ from decrappify.weights import (
     load_vgg16_features,
     resolve_vgg16_weights,
     save_model,
+    update_model_info,
 )
 
 CONFIG = {"arch": "compact", "scale": 2, "widths": [8, 8, 8], "blocks": [1, 1, 1]}
@@ -65,6 +66,16 @@ def test_save_model_overwrites_atomically(tmp_path):
     save_model(_model(), path, CONFIG, {"version": 1})
     save_model(_model(), path, CONFIG, {"version": 2})
     assert read_model_metadata(path)[1] == {"version": 2}
+
+
+def test_model_info_can_be_updated_without_touching_the_weights(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(_model(), path, CONFIG, {"name": "m", "precision": "bf16"}, dtype=torch.float16)
+    before = {k: v.clone() for k, v in load_model(path)[0].state_dict().items()}
+    assert update_model_info(path, {"precision": "fp32", "name": None}) == {"precision": "fp32"}
+    model, config, info = load_model(path)
+    assert (config, info) == (CONFIG, {"precision": "fp32"})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize(

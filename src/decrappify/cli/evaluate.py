@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from decrappify.cli.options import add_precision
 from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.perceptual import PerceptualDistance
 from decrappify.evaluation.report import write_json, write_report
@@ -68,6 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "mirrors, 'none' the plain model (default: each model's own, see `decrappify models`; a row whose "
         "ensemble differs from its model's own gets a suffix such as '+dihedral')",
     )
+    add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         perceptual=perceptual,
         ensemble=args.ensemble,
+        precision=args.precision,
     )
     print(result.to_markdown(), end="")
     if args.json:
