@@ -26,7 +26,8 @@ from decrappify.nn.models import count_flops
 from decrappify.train import build
 from decrappify.train.config import config_from_dict
 from decrappify.train.gan import STATE_FILE, NoGAN
-from decrappify.train.gan_parts import RealFakeDataset, heldout_accuracy
+from decrappify.train.gan_generated import RealFakeDataset
+from decrappify.train.gan_steps import heldout_accuracy
 from decrappify.train.losses import AdversarialLoss, critic_accuracy
 from decrappify.train.schedule import Schedule
 from decrappify.weights import load_model

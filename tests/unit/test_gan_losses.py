@@ -89,6 +89,9 @@ def test_generator_loss_adds_the_weighted_adversarial_term() -> None:
 def test_generator_gradient_pushes_outputs_toward_what_the_critic_calls_real() -> None:
     """With a fixed critic that likes bright pixels, the adversarial gradient must brighten the output."""
     pred = torch.full((1, 3, 8, 8), 0.5, requires_grad=True)
-    critic = lambda x: (x.mean(dim=1, keepdim=True) - 0.5) * 10
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return (x.mean(dim=1, keepdim=True) - 0.5) * 10
+
     AdversarialLoss().generator_loss(critic(pred)).backward()
     assert (pred.grad < 0).all()  # descending the loss raises every pixel

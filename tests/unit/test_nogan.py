@@ -17,9 +17,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from decrappify.errors import ConfigError, TrainingError
-from decrappify.train import Callback, gan_parts, resume_config, train
+from decrappify.train import Callback, gan_generated, resume_config, train
 from decrappify.train.config import config_from_dict
 from decrappify.train.gan import STATE_FILE, AdaptiveSwitcher
+from decrappify.train.trainer import TrainResult
 from decrappify.weights import load_model
 
 THRESHOLD = 0.65
@@ -76,11 +77,14 @@ def _run(config, run_dir: Path, *, resume: bool = False, callbacks=()):
 
 
 @pytest.fixture(scope="module")
-def reference(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference_result(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """An uninterrupted run."""
-    run_dir = tmp_path_factory.mktemp("runs") / "reference"
-    _run(_config(photos), run_dir)
-    return run_dir
+    return _run(_config(photos), tmp_path_factory.mktemp("runs") / "reference")
+
+
+@pytest.fixture(scope="module")
+def reference(reference_result: TrainResult) -> Path:
+    return reference_result.run_dir
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -120,6 +124,16 @@ def test_the_snapshot_nearest_the_truth_on_held_out_images_is_kept_as_best(refer
     assert all(torch.equal(kept[k], snapshot[k]) for k in snapshot)
 
 
+def test_the_result_names_the_files_the_run_wrote(reference_result: TrainResult) -> None:
+    run_dir = reference_result.run_dir
+    assert reference_result.model_path == run_dir / "model.safetensors"
+    picked = json.loads((run_dir / STATE_FILE).read_text())["stages"]["gan"]["best"]  # None without VGG weights
+    assert reference_result.best_path == (run_dir / "best.safetensors" if picked else None)
+    assert reference_result.best_path is None or reference_result.best_path.is_file()
+    again = _run(resume_config(run_dir), run_dir, resume=True)  # finished: nothing to do, the same files
+    assert (again.model_path, again.best_path) == (reference_result.model_path, reference_result.best_path)
+
+
 def test_the_switcher_alternates_as_fastai() -> None:
     switcher = AdaptiveSwitcher(critic_threshold=THRESHOLD)
     assert not switcher.generator_mode  # the critic goes first
@@ -155,7 +169,7 @@ def test_every_stage_resumes_where_it_stopped(photos, reference, tmp_path, monke
     run_dir, config = tmp_path / "run", _config(photos)
     with pytest.raises(RuntimeError, match="stage 0"):
         _run(config, run_dir, callbacks=[CrashAt(0, 1)])  # generator pretraining, after its 1st step
-    real_save = gan_parts.save_png
+    real_save = gan_generated.save_png
     calls = []
 
     def flaky_save(image, path):
@@ -164,7 +178,7 @@ def test_every_stage_resumes_where_it_stopped(photos, reference, tmp_path, monke
             raise RuntimeError("crash while generating")
         return real_save(image, path)
 
-    monkeypatch.setattr(gan_parts, "save_png", flaky_save)
+    monkeypatch.setattr(gan_generated, "save_png", flaky_save)
     with pytest.raises(RuntimeError, match="generating"):
         _run(resume_config(run_dir), run_dir, resume=True)
     assert len(list((run_dir / "generated").glob("*.png"))) == 2
@@ -193,8 +207,11 @@ def test_a_non_finite_loss_stops_the_stage_and_keeps_its_checkpoint(photos, tmp_
         _run(config, run_dir)
     summary = json.loads((run_dir / STATE_FILE).read_text())
     assert "critic" not in summary["stages"] and (run_dir / "critic" / "checkpoints" / "last").is_dir()
+    stale = run_dir / "critic" / "checkpoints" / ".last.0123abcd.tmp"  # a save killed half-way
+    stale.mkdir()
+    (stale / "optim.pt").write_bytes(b"half")
     result = _run(resume_config(run_dir, ["train.debug_nan_step=0"]), run_dir, resume=True)
-    assert result.model_path.is_file()
+    assert result.model_path.is_file() and not stale.exists()
 
 
 def test_gan_config_is_checked(photos) -> None:
@@ -240,6 +257,6 @@ def test_generation_stops_between_pictures_when_asked(photos, tmp_path) -> None:
         return len(asked) > 2
 
     with pytest.raises(KeyboardInterrupt):
-        gan_parts.generate_outputs(model, store, create_preset("sr-x4"), tmp_path, seed=0,
-                                   device=torch.device("cpu"), stop=stop)  # fmt: skip
+        gan_generated.generate_outputs(model, store, create_preset("sr-x4"), tmp_path, seed=0,
+                                       device=torch.device("cpu"), stop=stop)  # fmt: skip
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["00000.png", "00001.png"]

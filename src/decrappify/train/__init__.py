@@ -98,8 +98,8 @@ def train(
                 command=command,
             )
             result = trainer.fit()
-            # Ranks leave together: a rank that tears down its gloo group while rank 0 still writes the final
-            # files was seen to abort once in CI ("terminate called without an active exception").
+            # Ranks leave together: a rank that tears down its process group while rank 0 still works in it (writing
+            # the final files) can abort the process ("terminate called without an active exception").
             distributed.barrier(ctx)
             return result
     finally:

@@ -37,7 +37,8 @@ class StageInfo:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One optimizer step. `loss` is the mean over processes; `terms` are the loss's parts (rank 0's)."""
+    """One optimizer step. `loss` is the mean over processes; `terms` are the loss's parts (rank 0's), `notes`
+    the step's text values (a NoGAN GAN step's `mode`: which side trained)."""
 
     stage: int
     epoch: int
@@ -50,6 +51,7 @@ class StepRecord:
     elapsed: float  # training seconds so far
     seconds: float  # this step's time, waiting for its batch included (validation, checkpoints not)
     terms: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class Callback:
 
     def on_epoch_end(self, record: EpochRecord) -> None: ...
 
-    def on_stage_end(self, info: StageInfo) -> None: ...
+    def on_stage_end(self, info: StageInfo) -> None:
+        """The stage finished (not called when it stops on an error or an interrupt: see `on_fit_end`)."""
 
     def on_fit_end(self) -> None:
         """Always called, also when training stops on an error or an interrupt (close files here)."""

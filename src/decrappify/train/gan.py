@@ -12,15 +12,14 @@ minutes instead of days. One run, four stages, each in its own folder of the run
 4. `gan/`: the GAN phase. Generator loss = content loss + `gan.adversarial_weight` x adversarial loss. fastai's
    adaptive switcher decides who trains each batch: the critic until its loss falls below `gan.critic_threshold`
    (0.65), then the generator for one batch. Adam with beta1 = 0 for both. Every `gan.checkpoint_steps`
-   iterations: a checkpoint, a generator snapshot in `gan/snapshots/` and a validation row in `gan/log.csv`.
-   GAN training improves, then degrades: the snapshot at the turn (DeOldify's "inflection point") is the one
-   to keep. Each row scores the held-out images' VGG distance too (`perceptual.py`; row 0 is the pretrained
-   generator), and the snapshot with the lowest becomes the run's `best.safetensors`: the turn, picked on
-   images no stage trains on. The last generator becomes the run's `model.safetensors`.
+   iterations: a checkpoint, a generator snapshot in `gan/snapshots/` and a validation row in `gan/log.csv`;
+   the snapshot nearest the truth on the held-out images becomes the run's `best.safetensors`
+   (`gan_snapshots.py`). The last generator becomes the run's `model.safetensors`.
 
 `nogan.json` holds the config and each finished stage's results; a crashed or interrupted run continues, with
 `--resume`, at the stage and step where it stopped (with the same batches: every random choice is a function of
-the position). A non-finite loss stops the stage with its last checkpoint intact.
+the position). A non-finite loss stops the stage with its last checkpoint intact. Stages 3 and 4 run on the
+step loop the supervised trainer runs on (`gan_stage.py`, `loop.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,28 +36,23 @@ import torch
 from torch import nn
 
 from decrappify.data.pairs import ImageStore
-from decrappify.errors import ConfigError, OutputError, WeightsError
-from decrappify.evaluation.perceptual import PerceptualDistance
-from decrappify.io.atomic import atomic_write_bytes, atomic_write_text
+from decrappify.errors import ConfigError, OutputError
+from decrappify.io.atomic import atomic_write_text
+from decrappify.nn.critic import create_critic
 from decrappify.train import build, distributed
 from decrappify.train.checkpoint import TrainState, find_checkpoint
 from decrappify.train.config import Config, config_from_dict
 from decrappify.train.events import Callback, CallbackList, ProgressBar
-from decrappify.train.gan_loop import StageLoop
-from decrappify.train.gan_parts import (
-    AdaptiveSwitcher,
-    RealFakeDataset,
-    critic_step,
-    generate_outputs,
-    generated_name,
-    generator_step,
-    heldout_accuracy,
-)
+from decrappify.train.gan_generated import RealFakeDataset, generate_outputs, generated_name
+from decrappify.train.gan_snapshots import BEST_FILE, SnapshotLog, pick_best
+from decrappify.train.gan_stage import NoGANStage
+from decrappify.train.gan_steps import AdaptiveSwitcher, critic_step, critic_update, generator_step, heldout_accuracy
 from decrappify.train.interrupts import deferred_interrupts
-from decrappify.train.logs import CsvLog, read_csv_rows
+from decrappify.train.loop import StepCheck, StepResult, thread_tuner, to_device
+from decrappify.train.losses import AdversarialLoss, GANGeneratorLoss
 from decrappify.train.schedule import Schedule
 from decrappify.train.trainer import Trainer, TrainResult
-from decrappify.train.validation import validate, validate_with_samples
+from decrappify.weights import load_into, load_model, load_state_dict_file, save_model
 
 __all__ = ["STATE_FILE", "AdaptiveSwitcher", "NoGAN", "stored_config"]
 
@@ -68,16 +61,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "nogan.json"
 STAGES = ("generator", "generate", "critic", "gan")
 FORMAT_VERSION = 1
-GAN_LOG_COLUMNS = (
-    "step",
-    "generator_steps",
-    "critic_steps",
-    "val_psnr_y",
-    "val_ssim_y",
-    "val_l1",
-    "val_vgg_dist",
-    "snapshot",
-)
+CRITIC_COLUMNS = ("lr", "loss", "accuracy")  # a row of critic/steps.csv
+GAN_COLUMNS = ("mode", "lr", "loss", "content", "adversarial", "accuracy")  # a row of gan/steps.csv
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -118,9 +103,7 @@ class NoGAN:
         self.callbacks = CallbackList(self._progress_callbacks() + self.extra_callbacks)
         self._interrupt = threading.Event()
         self._data: build.DataBundle | None = None
-        self.losses: list[float] = []
-        self._metrics: dict[str, float] = {}  # the last validation of the GAN stage
-        self._perceptual: PerceptualDistance | None = None  # scores the GAN snapshots (stage 4)
+        self.losses: list[float] = []  # the step losses of stages 3 and 4 in this session
         self.summary = self._open_state(resume)
 
     def _open_state(self, resume: bool) -> dict:
@@ -148,11 +131,10 @@ class NoGAN:
     def _progress_callbacks(self) -> list[Callback]:
         return [ProgressBar(every=max(1, self.config.train.log_every // 5))] if self.progress else []
 
-    def _loop(self, stage: str) -> StageLoop:
-        loop = StageLoop(self.config, self.run_dir, stage, STAGES.index(stage), ctx=self.ctx,
-                         callbacks=self.callbacks, interrupt=self._interrupt)  # fmt: skip
-        loop.losses = self.losses  # one list over the stages: the run's losses
-        return loop
+    def _stage(self, stage: str, models: dict, optimizers: dict, columns: Sequence[str]) -> NoGANStage:
+        return NoGANStage(self.config, self.run_dir, stage, STAGES.index(stage), models=models,
+                          optimizers=optimizers, columns=columns, ctx=self.ctx, callbacks=self.callbacks,
+                          interrupt=self._interrupt)  # fmt: skip
 
     @property
     def data(self) -> build.DataBundle:
@@ -207,8 +189,6 @@ class NoGAN:
         return self.run_dir / "generator" / "model.safetensors"
 
     def _load_generator(self, path: Path) -> tuple[nn.Module, dict]:
-        from decrappify.weights import load_model
-
         model, model_config, _ = load_model(path, self.device)
         if getattr(model, "scale", self.data.scale) != self.data.scale:
             preset = self.config.data.preset
@@ -231,7 +211,7 @@ class NoGAN:
             seed=self.config.seed,
             device=self.device,
             stop=self._interrupt.is_set,
-            tuner=self._loop("generate").thread_tuner(),
+            tuner=thread_tuner(self.config, self.ctx),
         )
         self._finish_stage("generate", folder="generated", count=len(paths))
 
@@ -245,45 +225,36 @@ class NoGAN:
 
     def _stage_critic(self, generator_path: Path) -> None:
         """Stage 3: the critic learns real vs generated crops (BCE, one-cycle AdamW); held-out accuracy stored."""
-        from decrappify.nn.critic import create_critic
-        from decrappify.train.losses import AdversarialLoss, critic_accuracy
-        from decrappify.weights import save_model
-
         if "critic" in self.summary["stages"]:
             return
-        gan, loop = self.gan, self._loop("critic")
+        gan = self.gan
         torch.manual_seed(self.config.seed)
         critic = create_critic(gan.critic).to(self.device)
         optimizer = torch.optim.AdamW(
             critic.parameters(), lr=gan.critic_lr, betas=(0.9, 0.99), weight_decay=0.0
         )
         optimizer.param_groups[0]["peak_lr"] = gan.critic_lr
-        state, _ = loop.resume({"critic": critic}, {"critic": optimizer})
+        stage = self._stage("critic", {"critic": critic}, {"critic": optimizer}, CRITIC_COLUMNS)
+        state, _ = stage.resume()
         schedule, adversarial = Schedule("onecycle", gan.critic_steps), AdversarialLoss(gan.real_label)
         accuracies: list[float] = []
         dataset = RealFakeDataset(self.data.dataset.store, self.generated_store(), self.config.data.augment)
         log.info("NoGAN stage 3/4: critic %s, %d steps", gan.critic, gan.critic_steps)
 
-        def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
-            fake, real = (loop.to_device(t) for t in batch)
+        def step(batch: tuple[torch.Tensor, torch.Tensor], check: StepCheck) -> StepResult:
+            fake, real = (to_device(t, self.device) for t in batch)
             lr = schedule.apply(optimizer, state.step)
             real_logits, fake_logits = critic(real), critic(fake)
-            loss = loop.check_finite(adversarial.critic_loss(real_logits, fake_logits), state)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            accuracies.append(critic_accuracy(real_logits, fake_logits))
-            return {"lr": lr, "loss": float(loss.detach()), "accuracy": accuracies[-1]}
+            loss, terms = critic_update(adversarial, optimizer, real_logits, fake_logits, check.require_finite)
+            accuracies.append(terms["accuracy"])
+            return StepResult(loss, lr, terms)
 
-        def save() -> None:
-            loop.save({"critic": critic}, {"critic": optimizer}, state, {})
-
-        batches = loop.batches(dataset, state.step)
-        loop.run(state, gan.critic_steps, batches, step, save, ("lr", "loss", "accuracy"))
+        stage.run(state, gan.critic_steps, dataset, step, lambda: stage.save(state, {}))
+        self.losses.extend(stage.losses)
         generator, _ = self._load_generator(generator_path)
         accuracy = heldout_accuracy(critic, generator, self.data.valset, gan.crop, self.device)
         info = {"name": f"{self.config.name}-critic", "critic": gan.critic, "heldout_accuracy": accuracy}
-        save_model(critic, loop.folder / "critic.safetensors", gan.critic, info)
+        save_model(critic, stage.folder / "critic.safetensors", gan.critic, info)
         recent = accuracies[-20:]  # empty when the loop had finished before a resume
         self._finish_stage("critic", model="critic/critic.safetensors", steps=state.step, heldout_accuracy=accuracy,
                            train_accuracy=float(np.mean(recent)) if recent else None)  # fmt: skip
@@ -292,12 +263,12 @@ class NoGAN:
 
     def _stage_gan(self, generator_path: Path) -> TrainResult:
         """Stage 4: critic and generator take turns as the switcher says; snapshots to pick the best point."""
-        from decrappify.train.losses import AdversarialLoss, GANGeneratorLoss
-
         if "gan" in self.summary["stages"]:
             log.info("%s: this NoGAN run finished already", self.run_dir)
-            return TrainResult(self.run_dir, self.run_dir / "model.safetensors", None, TrainState(done=True))
-        gan, loop = self.gan, self._loop("gan")
+            best = self.summary["stages"]["gan"].get("best")
+            best_path = self.run_dir / best["model"] if best else None
+            return TrainResult(self.run_dir, self.run_dir / "model.safetensors", best_path, TrainState(done=True))
+        gan = self.gan
         generator, model_config = self._load_generator(generator_path)
         critic = self._load_critic()
         content, _ = build.build_loss(self._content_config(), self.data.dataset, self.data.scale)
@@ -307,81 +278,44 @@ class NoGAN:
         optimizers = {
             name: torch.optim.Adam(m.parameters(), lr=gan.lr, betas=gan.betas) for name, m in models.items()
         }
-        state, info = loop.resume(models, optimizers)
+        stage = self._stage("gan", models, optimizers, GAN_COLUMNS)
+        state, info = stage.resume()
         switcher = AdaptiveSwitcher(gan.critic_threshold, generator_mode=info.get("generator_mode", False))
         counts = dict(info.get("counts", {"generator": 0, "critic": 0}))
 
-        def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
-            lq, hq = (loop.to_device(t) for t in batch)
+        def step(batch: tuple[torch.Tensor, torch.Tensor], check: StepCheck) -> StepResult:
+            lq, hq = (to_device(t, self.device) for t in batch)
             side = "generator" if switcher.generator_mode else "critic"
-            check = partial(loop.check_finite, state=state)
             if side == "generator":
-                row = generator_step(generator, critic, loss_fn, optimizers[side], lq, hq, check)
+                loss, terms = generator_step(generator, critic, loss_fn, optimizers[side], lq, hq, check.require_finite)
             else:
-                row = critic_step(generator, critic, loss_fn.adversarial, optimizers[side], lq, hq, check)
+                loss, terms = critic_step(generator, critic, loss_fn.adversarial, optimizers[side], lq, hq,
+                                          check.require_finite)  # fmt: skip
             counts[side] += 1
-            switcher.update(row["loss"])
-            return {"mode": side, "lr": gan.lr, **row}
+            switcher.update(loss)
+            return StepResult(loss, gan.lr, terms, {"mode": side})
 
-        table = CsvLog(loop.folder / "log.csv", GAN_LOG_COLUMNS, keep_until_step=state.step or None)
-        self._perceptual = self._snapshot_distance()
+        snapshots = SnapshotLog(stage.folder, self.data.valset, self.device, samples=self.config.train.samples,
+                                vgg_weights=self.config.loss.vgg_weights, resume_step=state.step)  # fmt: skip
         if state.step == 0:
-            self._score_start(generator, table)
+            snapshots.score_start(generator)
 
         def save() -> None:
-            extra = {"generator_mode": switcher.generator_mode, "counts": counts}
-            loop.save(models, optimizers, state, extra)
-            self._snapshot(generator, model_config, state, counts, table)
+            """A checkpoint, then the generator snapshot it makes (a candidate for `best.safetensors`)."""
+            stage.save(state, {"generator_mode": switcher.generator_mode, "counts": counts})
+            metrics = snapshots.validate(generator, state.step)
+            snapshots.save(generator, model_config, self._model_info(state, counts, metrics), state.step, counts)
 
         log.info("NoGAN stage 4/4: %d iterations, adversarial weight %g", gan.steps, gan.adversarial_weight)
         try:
-            columns = ("mode", "lr", "loss", "content", "adversarial", "accuracy")
-            loop.run(state, gan.steps, loop.batches(self.data.dataset, state.step), step, save, columns)
+            stage.run(state, gan.steps, self.data.dataset, step, save)
         finally:
-            table.close()
-        return self._finish_gan(generator, model_config, state, counts)
-
-    def _snapshot_distance(self) -> PerceptualDistance | None:
-        """The VGG distance the snapshots are ranked by (the feature loss's VGG16), or None without weights."""
-        if self.data.valset is None:
-            return None
-        try:
-            return PerceptualDistance.from_weights(self.config.loss.vgg_weights or None)
-        except WeightsError as error:
-            log.warning("GAN snapshots are not ranked (no best.safetensors): %s", error)
-            return None
-
-    def _score_start(self, generator: nn.Module, table: CsvLog) -> None:
-        """Row 0 of `gan/log.csv`: the pretrained generator, the mark every snapshot is compared with."""
-        if self.data.valset is None:
-            return
-        start = validate(generator, self.data.valset, self.device, perceptual=self._perceptual).metrics
-        table.write({"step": 0, "generator_steps": 0, "critic_steps": 0,
-                     **{f"val_{k}": v for k, v in start.items()}, "snapshot": ""})  # fmt: skip
-
-    def _pick_best(self) -> dict | None:
-        """Copy the snapshot with the lowest held-out VGG distance to `best.safetensors`; its row, or None."""
-        rows = [r for r in read_csv_rows(self.run_dir / "gan" / "log.csv") if r.get("val_vgg_dist")]
-        start = next((r for r in rows if not r["snapshot"]), None)
-        snapshots = [r for r in rows if r["snapshot"]]
-        if not snapshots:
-            return None
-        best = min(snapshots, key=lambda r: float(r["val_vgg_dist"]))
-        snapshot = self.run_dir / "gan" / "snapshots" / best["snapshot"]
-        atomic_write_bytes(self.run_dir / "best.safetensors", snapshot.read_bytes())  # never half a file
-        picked = {"model": "best.safetensors", "snapshot": best["snapshot"], "step": int(best["step"]),
-                  "heldout_vgg_dist": float(best["val_vgg_dist"]), "heldout_psnr_y": float(best["val_psnr_y"])}  # fmt: skip
-        if start is not None:
-            picked["generator_heldout_vgg_dist"] = float(start["val_vgg_dist"])
-            picked["generator_heldout_psnr_y"] = float(start["val_psnr_y"])
-        log.info("NoGAN: best snapshot on the held-out images: %s", picked)
-        return picked
+            snapshots.close()
+        self.losses.extend(stage.losses)
+        return self._finish_gan(generator, model_config, state, counts, snapshots.metrics)
 
     def _load_critic(self) -> nn.Module:
         """Stage 3's critic."""
-        from decrappify.nn.critic import create_critic
-        from decrappify.weights import load_into, load_state_dict_file
-
         critic = create_critic(self.gan.critic).to(self.device)
         path = self.run_dir / self.summary["stages"]["critic"]["model"]
         load_into(critic, load_state_dict_file(path), what=str(path))
@@ -394,13 +328,13 @@ class NoGAN:
             return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
         return self.config
 
-    def _model_info(self, state: TrainState, counts: dict[str, int]) -> dict:
+    def _model_info(self, state: TrainState, counts: dict[str, int], metrics: dict[str, float]) -> dict:
         info = build.model_info(
             self.config,
             command=self.command,
             seconds=state.elapsed,
             step=state.step,
-            metrics=self._metrics,
+            metrics=metrics,
             data=list(self.config.data.paths),
         )
         critic = self.summary["stages"].get("critic", {})
@@ -414,57 +348,24 @@ class NoGAN:
         }
         return info
 
-    def _snapshot(
-        self, generator: nn.Module, model_config: dict, state: TrainState, counts: dict, table: CsvLog
-    ):
-        """A generator file, a sample grid and a validation row at every checkpoint: the candidates for the
-        inflection point."""
-        from decrappify.weights import save_model
-
-        folder, name = self.run_dir / "gan", f"step{state.step:06d}"
-        if self.data.valset is not None:
-            self._metrics, _ = validate_with_samples(
-                generator,
-                self.data.valset,
-                self.device,
-                amp=False,
-                samples=self.config.train.samples,
-                grid_path=folder / "samples" / f"{name}.png",
-                perceptual=self._perceptual,
-            )
-        path = save_model(
-            generator,
-            folder / "snapshots" / f"{name}.safetensors",
-            model_config,
-            self._model_info(state, counts),
-        )
-        table.write(
-            {
-                "step": state.step,
-                "generator_steps": counts["generator"],
-                "critic_steps": counts["critic"],
-                **{f"val_{k}": v for k, v in self._metrics.items()},
-                "snapshot": path.name,
-            }
-        )
-
     def _finish_gan(
-        self, generator: nn.Module, model_config: dict, state: TrainState, counts: dict
+        self, generator: nn.Module, model_config: dict, state: TrainState, counts: dict, metrics: dict[str, float]
     ) -> TrainResult:
-        from decrappify.weights import save_model
-
+        """The last generator as `model.safetensors`, the best snapshot as `best.safetensors`, the stage's row."""
         path = save_model(
-            generator, self.run_dir / "model.safetensors", model_config, self._model_info(state, counts)
+            generator, self.run_dir / "model.safetensors", model_config, self._model_info(state, counts, metrics)
         )
-        state.metrics, state.done = dict(self._metrics), True
+        state.metrics, state.done = dict(metrics), True
+        best = pick_best(self.run_dir)
         self._finish_stage(
             "gan",
             model="model.safetensors",
             steps=state.step,
             generator_steps=counts["generator"],
             critic_steps=counts["critic"],
-            metrics=self._metrics,
-            best=self._pick_best(),
+            metrics=metrics,
+            best=best,
         )
         log.info("NoGAN: %s (snapshots to compare in %s)", path, self.run_dir / "gan" / "log.csv")
-        return TrainResult(self.run_dir, path, None, state, self.losses)
+        best_path = self.run_dir / BEST_FILE if best else None
+        return TrainResult(self.run_dir, path, best_path, state, self.losses)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from decrappify.io.atomic import atomic_write_text
 from decrappify.train.config import Config
-from decrappify.train.events import Callback, EpochRecord, LogLines, ProgressBar, StepRecord
+from decrappify.train.events import Callback, EpochRecord, LogLines, ProgressBar, StageInfo, StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,35 @@ class CsvLogger(Callback):
     def on_fit_end(self) -> None:
         self.epochs.close()
         self.steps.close()
+
+
+class StepTable(Callback):
+    """Every step as one row of `path` (a NoGAN stage's `steps.csv`): step, the record's notes, lr, loss, terms.
+
+    The file is opened when the stage starts: rows past the step it resumes at are dropped then. The owner
+    closes it (`close`) whether or not the stage finished.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        self.path, self.columns = Path(path), ("step", *columns)
+        self._log: CsvLog | None = None
+
+    def on_stage_start(self, info: StageInfo) -> None:
+        self.close()
+        self._log = CsvLog(self.path, self.columns, keep_until_step=info.start_step or None)
+
+    def on_step(self, record: StepRecord) -> None:
+        if self._log is not None:
+            row = {"step": record.step, **record.notes, "lr": record.lr, "loss": record.loss, **record.terms}
+            self._log.write(row)
+
+    def on_stage_end(self, info: StageInfo) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 class TensorBoardLogger(Callback):

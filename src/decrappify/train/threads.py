@@ -1,12 +1,11 @@
 """`train.threads = 0`: choose torch's CPU thread count by timing real training steps, and check again later.
 
 On a small machine that other programs share, the "obvious" setting (one thread per core) can be the worst one:
-torch's OpenMP threads spin while they wait for each other, and when another process holds one of the two cores,
-every parallel operation waits for a thread that is not running. Measured on the 2-core machine here, with one
-other busy process: a training step of the compact model took 0.75-3.0 s with 2 threads and 0.38 s with 1;
-an inference call 1.15 s vs 0.08 s. On an idle machine 2 threads are the faster choice. The load changes while a
-run lasts, so the choice is timed on real steps (a few with each candidate) and timed again every few minutes.
-The steps of a trial are ordinary training steps: nothing is wasted but the difference in speed.
+torch's OpenMP threads spin while they wait for each other, so when another process holds one of the cores, every
+parallel operation waits for a thread that is not running. On an idle machine the same setting is the fastest.
+Which case holds can change while a run lasts, so the choice is made by timing real steps (a few with each
+candidate) and made again every few minutes. The steps of a trial are ordinary training steps: nothing is wasted
+but the difference in speed.
 """
 
 from __future__ import annotations
