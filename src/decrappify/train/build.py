@@ -214,9 +214,19 @@ def planned_steps(config: Config, stage: int, batches_per_epoch: int) -> int:
 
 
 def model_info(
-    config: Config, *, command: str, seconds: float, step: int, metrics: dict, data: list[str]
+    config: Config,
+    *,
+    command: str,
+    seconds: float,
+    step: int,
+    metrics: dict,
+    data: list[str],
+    precision: str = "fp32",
 ) -> dict:
-    """The `info` stored in model files: enough to know what the model is and how it was made."""
+    """The `info` stored in model files: enough to know what the model is and how it was made.
+
+    `precision` is the number format it trained in (`train_precision`; the `precision` key is another thing:
+    what a model must run in, see `decrappify.inference.precision`)."""
     from decrappify import __version__
 
     return {
@@ -225,6 +235,7 @@ def model_info(
         "scale": config.scale,
         "command": command,
         "train_seconds": round(seconds, 1),
+        "train_precision": precision,
         "step": step,
         "metrics": metrics,
         "data": [Path(p).name for p in data],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from decrappify.errors import ConfigError
+from decrappify.inference.precision import PRECISIONS
 
 LOSS_KINDS = ("l1", "mse", "feature")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -126,7 +127,11 @@ class TrainConfig:
     log_every: int = 10  # steps between lines of steps.csv (and the non-finite-loss check on CUDA)
     samples: int = 4  # validation images in each epoch's sample grid
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # CUDA under precision "auto": bf16 autocast (true) or fp32 (false)
+    # auto | fp32 | bf16: the number format the networks (generator, critic, the feature loss's VGG) compute in,
+    # under autocast; losses, optimiser state and master weights stay fp32. auto: bf16 on a CPU that runs it
+    # natively (decrappify.inference.precision), on CUDA as `amp` says.
+    precision: str = "auto"
     # channels-last memory format: oneDNN's CPU convolutions and cuDNN's tensor-core kernels work on NHWC, so
     # NCHW tensors would be reordered at every layer (speeds: docs/benchmarks/compact-sr-x4-speed.md)
     channels_last: bool = True
@@ -374,6 +379,7 @@ def validate(config: Config) -> None:
     _check(train.checkpoint_minutes >= 0 and train.checkpoint_steps >= 0, "train.checkpoint_*: must be >= 0")
     _check(train.log_every >= 1, f"train.log_every: must be >= 1, got {train.log_every}")
     _check(train.threads >= 0 and train.samples >= 0, "train.threads and train.samples: must be >= 0")
+    _check(train.precision in PRECISIONS, f"train.precision: choose one of {', '.join(PRECISIONS)}")
     _validate_gan(config.gan, scale)
 
 

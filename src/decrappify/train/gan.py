@@ -48,7 +48,7 @@ from decrappify.train.gan_snapshots import BEST_FILE, SnapshotLog, pick_best
 from decrappify.train.gan_stage import NoGANStage
 from decrappify.train.gan_steps import AdaptiveSwitcher, critic_step, critic_update, generator_step, heldout_accuracy
 from decrappify.train.interrupts import deferred_interrupts
-from decrappify.train.loop import StepCheck, StepResult, thread_tuner, to_device
+from decrappify.train.loop import StepCheck, StepResult, thread_tuner, to_device, training_precision
 from decrappify.train.losses import AdversarialLoss, GANGeneratorLoss
 from decrappify.train.schedule import Schedule
 from decrappify.train.trainer import Trainer, TrainResult
@@ -244,7 +244,8 @@ class NoGAN:
         def step(batch: tuple[torch.Tensor, torch.Tensor], check: StepCheck) -> StepResult:
             fake, real = (to_device(t, self.device) for t in batch)
             lr = schedule.apply(optimizer, state.step)
-            real_logits, fake_logits = critic(real), critic(fake)
+            with stage.loop.autocast():
+                real_logits, fake_logits = critic(real), critic(fake)
             loss, terms = critic_update(adversarial, optimizer, real_logits, fake_logits, check.require_finite)
             accuracies.append(terms["accuracy"])
             return StepResult(loss, lr, terms)
@@ -287,16 +288,18 @@ class NoGAN:
             lq, hq = (to_device(t, self.device) for t in batch)
             side = "generator" if switcher.generator_mode else "critic"
             if side == "generator":
-                loss, terms = generator_step(generator, critic, loss_fn, optimizers[side], lq, hq, check.require_finite)
+                loss, terms = generator_step(generator, critic, loss_fn, optimizers[side], lq, hq,
+                                             check.require_finite, stage.loop.autocast)  # fmt: skip
             else:
                 loss, terms = critic_step(generator, critic, loss_fn.adversarial, optimizers[side], lq, hq,
-                                          check.require_finite)  # fmt: skip
+                                          check.require_finite, stage.loop.autocast)  # fmt: skip
             counts[side] += 1
             switcher.update(loss)
             return StepResult(loss, gan.lr, terms, {"mode": side})
 
         snapshots = SnapshotLog(stage.folder, self.data.valset, self.device, samples=self.config.train.samples,
-                                vgg_weights=self.config.loss.vgg_weights, resume_step=state.step)  # fmt: skip
+                                vgg_weights=self.config.loss.vgg_weights, resume_step=state.step,
+                                precision=stage.loop.precision)  # fmt: skip
         if state.step == 0:
             snapshots.score_start(generator)
 
@@ -336,6 +339,7 @@ class NoGAN:
             step=state.step,
             metrics=metrics,
             data=list(self.config.data.paths),
+            precision=training_precision(self.config, self.device)[0],
         )
         critic = self.summary["stages"].get("critic", {})
         info["gan"] = {

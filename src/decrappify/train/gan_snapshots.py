@@ -61,8 +61,10 @@ class SnapshotLog:
         samples: int,
         vgg_weights: str | None,
         resume_step: int,
+        precision: str = "fp32",
     ):
         self.folder, self.valset, self.device, self.samples = Path(folder), valset, device, samples
+        self.precision = precision  # the generator's number format while it is scored (as it trains)
         self.table = CsvLog(self.folder / "log.csv", LOG_COLUMNS, keep_until_step=resume_step or None)
         self.perceptual = snapshot_distance(valset, vgg_weights)
         self.metrics: dict[str, float] = {}  # the last snapshot's scores (empty before the first)
@@ -78,7 +80,7 @@ class SnapshotLog:
         """The generator's scores on the held-out images and its sample grid (empty without validation images)."""
         if self.valset is not None:
             self.metrics, _ = validate_with_samples(
-                generator, self.valset, self.device, amp=False, samples=self.samples,
+                generator, self.valset, self.device, precision=self.precision, samples=self.samples,
                 grid_path=self.folder / "samples" / f"step{step:06d}.png", perceptual=self.perceptual,
             )  # fmt: skip
         return self.metrics

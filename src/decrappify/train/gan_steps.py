@@ -5,6 +5,7 @@ and the critic's accuracy on the held-out images, which says how well its pretra
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,17 +78,19 @@ def generator_step(
     lq: torch.Tensor,
     hq: torch.Tensor,
     check: LossCheck,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[float, dict[str, float]]:
     """One generator update: content + weighted adversarial loss, the critic frozen and in eval mode; the loss
-    (as `check` agreed on it) and its two parts.
+    (as `check` agreed on it) and its two parts. The forward passes run in `autocast()` (the training precision).
 
     The critic sees the output clamped to [0, 1], as it saw generated pictures in pretraining; the content loss
     sees it unclamped, so its gradients flow."""
     generator.train()
     critic.eval().requires_grad_(False)
     try:
-        pred = generator(lq)
-        total, terms = loss_fn(pred, hq, critic(pred.clamp(0.0, 1.0)))
+        with autocast():
+            pred = generator(lq).float()
+            total, terms = loss_fn(pred, hq, critic(pred.clamp(0.0, 1.0)))
         loss = check(total)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -105,14 +108,16 @@ def critic_step(
     lq: torch.Tensor,
     hq: torch.Tensor,
     check: LossCheck,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[float, dict[str, float]]:
     """One critic update on real crops vs the generator's current outputs (eval mode, as in stage 2); the loss
-    (as `check` agreed on it) and the critic's accuracy on this batch."""
+    (as `check` agreed on it) and the critic's accuracy on this batch. Forward passes run in `autocast()`."""
     generator.eval()
-    with torch.no_grad():
-        fake = generator(lq)
+    with torch.no_grad(), autocast():
+        fake = generator(lq).float()
     generator.train()
-    real_logits, fake_logits = critic(hq), critic(fake)
+    with autocast():
+        real_logits, fake_logits = critic(hq), critic(fake)
     return critic_update(adversarial, optimizer, real_logits, fake_logits, check)
 
 

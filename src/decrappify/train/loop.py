@@ -13,7 +13,9 @@ what a checkpoint holds; `StepLoop` does the rest, the same way for both:
   checkpoint as it was; Ctrl-C or SIGTERM (`interrupts.deferred_interrupts`) lets the step finish, saves a
   checkpoint at it and raises `KeyboardInterrupt` (the CLI exits 130);
 - the CPU thread count (`threads.ThreadTuner`), device moves, the elapsed-time clock and the step events that the
-  logs and the progress bar listen to (`events.StepRecord`).
+  logs and the progress bar listen to (`events.StepRecord`);
+- the number format (`training_precision`): steps run their networks under `StepLoop.autocast()`, which is bf16
+  autocast when `train.precision` resolves to bf16; losses, optimiser state and master weights stay fp32.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import nn
 
 from decrappify.data.pairs import EpochPlan, iterate_batches
 from decrappify.errors import TrainingError
+from decrappify.inference.precision import autocast, describe_precision, resolve_precision
 from decrappify.train import distributed
 from decrappify.train.checkpoint import (
     Checkpoint,
@@ -54,6 +57,19 @@ def step_seed(seed: int, stream: str, step: int) -> int:
     """The torch seed of one step (dropout): a function of the position, so a resumed run repeats it exactly."""
     digest = hashlib.blake2b(f"{seed}/{stream}/{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def training_precision(config: Config, device: torch.device) -> tuple[str, str]:
+    """The precision the networks train in ("fp32" or "bf16") and a line saying why, from `train.precision`.
+
+    "auto" follows `decrappify.inference.precision` on the CPU (bf16 where it runs natively) and keeps CUDA's
+    own switch, `train.amp`.
+    """
+    wanted = config.train.precision
+    if wanted == "auto" and device.type == "cuda":
+        resolved = "bf16" if config.train.amp else "fp32"
+        return resolved, f"{resolved} (auto: train.amp on CUDA)"
+    return resolve_precision(wanted, device), describe_precision(wanted, device)
 
 
 def to_device(
@@ -192,6 +208,7 @@ class StepLoop:
     ):
         self.config, self.folder, self.ctx = config, Path(folder), ctx
         self.callbacks, self.interrupt, self.messages = callbacks, interrupt, messages
+        self.precision, self.precision_note = training_precision(config, ctx.device)
         self.losses: list[float] = []  # every step's loss in this session
         self._saved: tuple[int, float] | None = None  # (step, clock) of the last checkpoint written or read
         self._clock = (time.monotonic(), 0.0)  # (session start, elapsed before this session)
@@ -228,6 +245,11 @@ class StepLoop:
         if self.ctx.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
             remove_interrupted_writes(self.folder)
+            log.info("%s: training in %s", self.folder, self.precision_note)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context a step runs its networks' forward passes in (bf16 autocast, or nothing for fp32)."""
+        return autocast(self.precision, self.ctx.device)
 
     def elapsed(self) -> float:
         """Seconds of training over all sessions (validation and checkpoints included: they cost time too)."""

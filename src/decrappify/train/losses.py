@@ -72,6 +72,11 @@ class PixelLoss(nn.Module):
         return f"kind={self.kind!r}"
 
 
+def fp32_arithmetic(like: Tensor) -> torch.autocast:
+    """Autocast switched off on `like`'s device: what a loss computes inside it stays in fp32."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
 def gram_matrix(x: Tensor) -> Tensor:
     """(N, C, H, W) -> (N, C, C) channel correlations divided by C*H*W, as fastai computes them (texture)."""
     n, c, h, w = x.shape
@@ -149,11 +154,13 @@ class FeatureLoss(nn.Module):
         """Unweighted terms: pixel loss, L1 of each layer's features and of each layer's gram matrix."""
         with torch.no_grad():
             hq_feats = self.extract(hq)
-        pred_feats = self.extract(pred)
-        terms = {"pixel": self.pixel(pred, hq)}
-        for i, (fp, fh) in enumerate(zip(pred_feats, hq_feats, strict=True)):
-            terms[f"feat_{i}"] = F.l1_loss(fp, fh)
-            terms[f"gram_{i}"] = F.l1_loss(gram_matrix(fp), gram_matrix(fh))
+        pred_feats = self.extract(pred)  # under the caller's autocast, if any: the network may run in bf16
+        with fp32_arithmetic(pred):  # the loss itself is fp32: gram matrices sum many products
+            terms = {"pixel": self.pixel(pred.float(), hq.float())}
+            for i, (fp, fh) in enumerate(zip(pred_feats, hq_feats, strict=True)):
+                fp, fh = fp.float(), fh.float()
+                terms[f"feat_{i}"] = F.l1_loss(fp, fh)
+                terms[f"gram_{i}"] = F.l1_loss(gram_matrix(fp), gram_matrix(fh))
         return terms
 
     def forward(self, pred: Tensor, hq: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -261,12 +268,14 @@ class AdversarialLoss(nn.Module):
         self.real_label = float(real_label)
 
     def forward(self, logits: Tensor, target_is_real: bool) -> Tensor:
+        logits = logits.float()  # a critic under bf16 autocast returns bf16 logits; the loss is fp32
         """BCE of ``logits`` (any shape) against "real" (``real_label``) or "fake" (0) for every element."""
         label = self.real_label if target_is_real else 0.0
         return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
     def generator_loss(self, fake_logits: Tensor) -> Tensor:
         """What the generator minimises: the critic should call its outputs real (label 1, never smoothed)."""
+        fake_logits = fake_logits.float()
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
     def critic_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:

@@ -10,7 +10,6 @@ supervised step computes, what an epoch validates and what a checkpoint and the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -224,11 +223,6 @@ class Trainer:
         """Rank 0's verdict: this stage has used its share of the time budget."""
         return self.budget.over(self.state, self.loop.elapsed())
 
-    def _autocast(self):
-        if self.use_cuda and self.config.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _set_lr(self, fixed_lr: float | None) -> float:
         if fixed_lr is None:
             return self.schedule.apply(self.optimizer, self.state.stage_step)
@@ -254,14 +248,15 @@ class Trainer:
         layout = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
         lq, hq = (to_device(t, self.ctx.device, layout) for t in (lq, hq))
         lr = self._set_lr(fixed_lr)
-        with self._autocast():
-            pred = self.ddp(lq)
-        if box_mask is None:
-            loss, terms = self.loss_fn(pred.float(), hq)
-        else:
+        weight = None
+        if box_mask is not None:
             extra = self.config.loss.watermark_weight - 1.0
             weight = 1.0 + extra * box_mask.to(self.ctx.device, non_blocking=True).float()
-            loss, terms = self.loss_fn(pred.float(), hq, weight)
+        # The loss runs inside autocast too, so the feature loss's VGG computes in bf16; each loss does its own
+        # arithmetic (differences, gram matrices, means) in fp32.
+        with self.loop.autocast():
+            pred = self.ddp(lq)
+            loss, terms = self.loss_fn(pred.float(), hq) if weight is None else self.loss_fn(pred.float(), hq, weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -328,7 +323,7 @@ class Trainer:
         name = f"stage{self.state.stage + 1}_epoch{self.state.epoch + 1:03d}.png"
         train = self.config.train
         return validate_with_samples(
-            self.model, self.data.valset, self.ctx.device, amp=train.amp, samples=train.samples,
+            self.model, self.data.valset, self.ctx.device, precision=self.loop.precision, samples=train.samples,
             grid_path=self.run_dir / "samples" / name, colour=self.selection is COLOUR_SELECTION,
         )  # fmt: skip
 
@@ -355,6 +350,7 @@ class Trainer:
             step=state.step,
             metrics=state.metrics,
             data=paths,
+            precision=self.loop.precision,
         )
 
     def _save_model(self, path: Path) -> Path:

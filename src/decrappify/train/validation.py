@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image
 from decrappify.data.pairs import ValidationSet
 from decrappify.evaluation import metrics
 from decrappify.evaluation.perceptual import PerceptualDistance
+from decrappify.inference.precision import autocast
 from decrappify.io.atomic import atomic_write_bytes
 from decrappify.tasks import is_colour_task
 
@@ -72,7 +72,7 @@ def validate(
     valset: ValidationSet,
     device: torch.device,
     *,
-    amp: bool = False,
+    precision: str = "fp32",
     keep: int = 0,
     perceptual: PerceptualDistance | None = None,
     colour: bool = False,
@@ -81,19 +81,17 @@ def validate(
 
     With `perceptual`, also its VGG distance (`vgg_dist`, lower is better): what the GAN phase's snapshots are
     picked by, since PSNR falls as an adversarial loss adds texture. With `colour`, the CIELAB a*b* error
-    (`ab_error`, lower is better) that colourisation runs are picked by.
+    (`ab_error`, lower is better) that colourisation runs are picked by. `precision`: the model's number format
+    ("fp32" or "bf16" autocast, as it trains); the scores are computed in fp32 on 8-bit-rounded outputs.
     """
     was_training = model.training
     model.eval()
     border = valset.scale
     psnrs, ssims, l1s, distances, ab_errors, outputs, in_boxes = [], [], [], [], [], [], []
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-    )
     try:
         for i, (lq, hq) in enumerate(zip(valset.lq, valset.hq, strict=True)):
-            with autocast:
-                pred = _rounded(model(lq.to(device)))
+            with autocast(precision, device):
+                pred = _rounded(model(lq.to(device)).float())
             psnr = metrics.psnr_y(pred, hq, border)
             psnrs.append(min(psnr, 100.0) if math.isfinite(psnr) else 100.0)
             ssims.append(metrics.ssim_y(pred, hq, border))
@@ -159,7 +157,7 @@ def validate_with_samples(
     valset: ValidationSet,
     device: torch.device,
     *,
-    amp: bool,
+    precision: str,
     samples: int,
     grid_path: Path,
     perceptual: PerceptualDistance | None = None,
@@ -167,7 +165,7 @@ def validate_with_samples(
 ) -> tuple[dict[str, float], Path | None]:
     """`validate`, then the grid of the first `samples` pairs written to `grid_path` (None if no samples)."""
     keep = min(samples, len(valset))
-    result = validate(model, valset, device, amp=amp, keep=keep, perceptual=perceptual, colour=colour)
+    result = validate(model, valset, device, precision=precision, keep=keep, perceptual=perceptual, colour=colour)
     if not result.outputs:
         return result.metrics, None
     return result.metrics, save_png(sample_grid(valset, result.outputs), grid_path)
