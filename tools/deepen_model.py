@@ -31,7 +31,7 @@ def deepen(source: Path, blocks: list[int], out: Path, seed: int = 0) -> Path:
     if config.get("arch") != "compact":
         raise SystemExit(f"{source}: only compact U-Nets can be deepened (arch {config.get('arch')!r})")
     old = list(config.get("blocks", (3, 2, 2)))
-    if len(blocks) != len(old) or any(new < was for new, was in zip(blocks, old)):
+    if len(blocks) != len(old) or any(new < was for new, was in zip(blocks, old, strict=True)):
         raise SystemExit(f"--blocks {blocks} must have {len(old)} entries, each at least the current {old}")
     grown_config = {**config, "blocks": list(blocks)}
     torch.manual_seed(seed)

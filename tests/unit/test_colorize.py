@@ -70,7 +70,9 @@ def test_colour_input_keeps_its_own_luma_and_gets_the_models_colour() -> None:
     np.testing.assert_array_equal(np.rint(luma(np.rint(out * 255))), np.rint(luma(source) * 255))
     float_out = keep_luminance(source, pred)  # no rounding asked: exact in float
     np.testing.assert_allclose(luma(float_out), luma(source), atol=1e-6)
-    chroma = lambda rgb: rgb - luma(rgb)[..., None]
+    def chroma(rgb: np.ndarray) -> np.ndarray:
+        return rgb - luma(rgb)[..., None]
+
     in_gamut = (float_out > 0.01).all(axis=-1) & (float_out < 0.99).all(axis=-1)  # not desaturated there
     np.testing.assert_allclose(chroma(float_out)[in_gamut], chroma(pred)[in_gamut], atol=1e-5)
 

@@ -403,7 +403,7 @@ def test_pictures_over_the_pixel_limit_are_refused_before_decoding(max_pixels: i
     with pytest.raises(InputError, match="too large") as caught:
         read_image(path, max_pixels=max_pixels)
     assert "bomb.png" in str(caught.value) and "--max-pixels" in str(caught.value)
-    assert Image.MAX_IMAGE_PIXELS == saved  # Pillow's global limit is left as it was
+    assert saved == Image.MAX_IMAGE_PIXELS  # Pillow's global limit is left as it was
     assert read_image(path, max_pixels=W * H).size == (W, H)
     assert read_image(path, max_pixels=None).size == (W, H)
 

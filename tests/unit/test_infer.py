@@ -46,7 +46,7 @@ def test_restore_array_shape_range_and_repeatability(model_file: Path) -> None:
     a, b = _rgb(21, 30, 1), _rgb(17, 9, 2)
     first = restorer.restore_array(a)
     assert first.shape == (42, 60, 3) and first.dtype == np.float32
-    assert 0.0 <= first.min() and first.max() <= 1.0
+    assert first.min() >= 0.0 and first.max() <= 1.0
     restorer.restore_array(b)  # another picture in between changes nothing: no state kept
     np.testing.assert_array_equal(restorer.restore_array(a), first)
 

@@ -10,6 +10,7 @@ have, and the order does not depend on how many worker processes built them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -197,9 +198,9 @@ class PairDataset(torch.utils.data.Dataset):
         lq = np.ascontiguousarray(lq_photo[y0 : y0 + small, x0 : x0 + small])
         hq = np.ascontiguousarray(hq_photo[y0 * scale : (y0 + small) * scale, x0 * scale : (x0 + small) * scale])
         boxes = [
-            (max(l - x0, 0), max(t - y0, 0), min(r - x0, small), min(b - y0, small))
-            for l, t, r, b in degraded.boxes
-            if l - x0 < small and t - y0 < small and r - x0 > 0 and b - y0 > 0
+            (max(left - x0, 0), max(top - y0, 0), min(right - x0, small), min(bottom - y0, small))
+            for left, top, right, bottom in degraded.boxes
+            if left - x0 < small and top - y0 < small and right - x0 > 0 and bottom - y0 > 0
         ]
         return lq, hq, boxes, scale
 
@@ -330,10 +331,8 @@ class Prefetcher:
     def close(self) -> None:
         self._stop.set()
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
             self._thread.join(timeout=0.05)
 
 

@@ -40,7 +40,8 @@ img { image-rendering: pixelated; display: block; }
 
 
 def write_json(result: EvaluationResult, path: str | Path) -> Path:
-    """The scores as JSON: {"task", "dataset", "scale", "results": [...], "images": [...]} (`EvaluationResult.to_dict`)."""
+    """The scores as JSON: {"task", "dataset", "scale", "results": [...], "images": [...]}
+    (`EvaluationResult.to_dict`)."""
     return atomic_write_bytes(path, result.to_json().encode("utf-8"))
 
 

@@ -119,7 +119,8 @@ class BenchmarkResult:
                 if peaks
             ),
             "",
-            "| backend | variant | threads | output | ms/call | output MP/s | GFLOPs/MP | GFLOP/s | peak GFLOP/s | of peak |",
+            "| backend | variant | threads | output | ms/call | output MP/s | GFLOPs/MP | GFLOP/s | peak GFLOP/s "
+            "| of peak |",
             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in self.rows:

@@ -105,9 +105,10 @@ class Restorer:
         `threads` and `opt_level` apply to ONNX Runtime only. `render_size` (colourisation): the longer side the
         model sees (None: the model file's `info["render_size"]`, else 512; 0: full size). `ensemble`: average
         the model over mirrored ("flip", 2 calls) or all eight turned and mirrored views ("dihedral") of each
-        tile, for ~0.1 dB at that many times the time (`decrappify.inference.ensemble` says which models suit which); None:
-        the one the model file names (`info["ensemble"]`), else "none". `precision`: "fp32", "bf16" (autocast,
-        torch backend) or "auto" (bf16 where the CPU runs it natively; `decrappify.inference.precision`).
+        tile, for ~0.1 dB at that many times the time (`decrappify.inference.ensemble` says which models suit
+        which); None: the one the model file names (`info["ensemble"]`), else "none". `precision`: "fp32",
+        "bf16" (autocast, torch backend) or "auto" (bf16 where the CPU runs it natively, unless the model file pins
+        fp32; `decrappify.inference.precision`).
         """
         path = resolve_model(name_or_path)
         loaded = load_runner(
