@@ -14,7 +14,7 @@ Methods, in the order the table lists them:
 - the baseline, always present: `bicubic` (Pillow BICUBIC upscaling of the degraded input) for scale > 1, and
   `input` (the degraded input itself, unchanged) for scale 1, where "bicubic" would be the identity anyway;
 - OpenCV `dnn_superres` peers found in `peers_dir` at the task's scale (`peers.py`);
-- our models (`infer.Restorer`), by shipped name or file path.
+- our models (`inference.restorer.Restorer`), by shipped name or file path.
 
 A method is any object with `name`, `scale` and `__call__(rgb_lq) -> rgb_out` (H x W x 3 float32 in [0, 1]),
 so tests and notebooks can pass their own.
@@ -157,7 +157,7 @@ def evaluate_image(
 
 
 def resolve_perceptual(perceptual: PerceptualDistance | bool | None) -> PerceptualDistance | None:
-    """The distance `evaluate` uses: see its `perceptual` argument (torch is imported only when needed)."""
+    """The distance `evaluate` uses: see its `perceptual` argument (the VGG weights are loaded only when needed)."""
     if perceptual is False:
         return None
     if perceptual is None or perceptual is True:

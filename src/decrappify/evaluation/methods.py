@@ -54,7 +54,7 @@ class Bicubic:
 
 
 class ModelMethod:
-    """One of our models, through `infer.Restorer` (loaded once; each call is stateless)."""
+    """One of our models, through `inference.restorer.Restorer` (loaded once; each call is stateless)."""
 
     def __init__(
         self,

@@ -76,8 +76,8 @@ def resolve_precision(
     if precision != "auto":
         return precision
     pinned = (info or {}).get(MODEL_PRECISION_KEY)
-    if pinned is not None:
-        return check_precision(str(pinned))
+    if pinned is not None and check_precision(str(pinned)) != "auto":
+        return str(pinned)
     return "bf16" if torch.device(device).type == "cpu" and cpu_runs_bf16_natively() else "fp32"
 
 

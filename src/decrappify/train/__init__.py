@@ -17,6 +17,7 @@ from decrappify.train import distributed
 from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint
 from decrappify.train.config import Config, apply_overrides, config_from_dict
 from decrappify.train.events import Callback, EpochRecord, StepRecord
+from decrappify.train.gan import NoGAN, stored_config
 from decrappify.train.schedule import LRFindResult, Schedule
 from decrappify.train.trainer import Trainer, TrainResult
 
@@ -55,8 +56,6 @@ def default_run_dir(config: Config) -> Path:
 
 def resume_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> Config:
     """The config a run was started with (from its last checkpoint), with `key=value` overrides applied."""
-    from decrappify.train.gan import stored_config
-
     stored = stored_config(run_dir)  # a NoGAN run keeps its config in nogan.json
     if stored is not None:
         return apply_overrides(config_from_dict(stored), overrides)
@@ -83,8 +82,6 @@ def train(
     try:
         with _torch_threads(config, ctx):
             if config.gan.enabled:
-                from decrappify.train.gan import NoGAN
-
                 run = NoGAN(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
                             progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
                 return run.fit()

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from decrappify import __version__
+from decrappify.data.degrade import create_preset
 from decrappify.data.pairs import (
     EpochPlan,
     ImageStore,
@@ -28,7 +30,10 @@ from decrappify.data.pairs import (
     split_validation,
 )
 from decrappify.errors import ConfigError
+from decrappify.nn.models import create_model
+from decrappify.train import losses
 from decrappify.train.config import Config
+from decrappify.weights import load_into, load_state_dict_file
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +51,6 @@ class DataBundle:
 
 def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
     """Training store + dataset from `data.paths`, validation pairs from `data.val_paths` or a held-out split."""
-    from decrappify.data.degrade import create_preset
-
     data = config.data
     if not data.paths:
         raise ConfigError("no training data: pass --data DIR (or set data.paths in the config)")
@@ -105,9 +108,6 @@ def stage_plan(
 
 def build_model(config: Config, scale: int) -> torch.nn.Module:
     """`create_model(config.model)`, seeded, checked against the preset's scale, with `init` weights loaded."""
-    from decrappify.nn.models import create_model
-    from decrappify.weights import load_into, load_state_dict_file
-
     torch.manual_seed(config.seed)
     model = create_model(config.model)
     if getattr(model, "scale", scale) != scale:
@@ -138,8 +138,6 @@ def calibration_batch(config: Config, dataset: PairDataset) -> tuple[torch.Tenso
 
 def build_loss(config: Config, dataset: PairDataset, scale: int) -> tuple[LossFn, Config]:
     """The loss as a `(pred, hq) -> (total, terms)` module, and the config with calibrated weights filled in."""
-    from decrappify.train import losses
-
     spec = config.loss
     if spec.kind != "feature":
         pixel = losses.PixelLoss(spec.kind)
@@ -227,8 +225,6 @@ def model_info(
 
     `precision` is the number format it trained in (`train_precision`; the `precision` key is another thing:
     what a model must run in, see `decrappify.inference.precision`)."""
-    from decrappify import __version__
-
     return {
         "name": config.name,
         "task": config.data.preset,

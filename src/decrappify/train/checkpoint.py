@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from decrappify.errors import WeightsError
 from decrappify.io.atomic import atomic_folder, atomic_write_bytes, previous_folder, remove_stale_temporaries
@@ -116,9 +118,6 @@ def find_checkpoint(folder: str | Path, name: str = "last") -> Path | None:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint folder written by `save_checkpoint`; `WeightsError` naming the file on any problem."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     try:
         payload = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
