@@ -197,8 +197,13 @@ def update_model_info(path: str | Path, changes: Mapping[str, object]) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
-    """Rebuild a model from its file: ``(model in eval mode, fp32, on device; config; info)``."""
+    """Rebuild a model from its file: ``(model in eval mode, fp32, on device; config; info)``.
 
+    Everything in the file is checked before it is used: the format version and the metadata (by
+    ``read_model_metadata``), the architecture's sizes (by the model's constructor, before any layer is
+    allocated), every key and shape (``load_into``) and every value (``check_finite``). Each failure is one
+    ``WeightsError`` naming the file.
+    """
     path = Path(path)
     config, info = read_model_metadata(path)
     try:
@@ -206,8 +211,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except ConfigError as exc:
         raise WeightsError(f"{path}: stored config cannot build a model: {exc}") from exc
     state_dict, _ = _read_safetensors(path)
+    check_finite(state_dict, what=str(path))
     load_into(model, state_dict, what=str(path))
     return model.float().to(device).eval(), config, info
+
+
+def check_finite(state_dict: Mapping[str, Tensor], *, what: str) -> None:
+    """``WeightsError`` naming ``what`` and the first tensor holding NaN or infinity.
+
+    One such value spreads through every convolution after it: the model would restore every picture to black
+    (or noise) and report success, so a damaged or diverged file is refused when it loads instead.
+    """
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"{what}: tensor '{key}' holds NaN or infinity ({bad} of {tensor.numel()} values)")
 
 
 # ----------------------------------------------------------------------------------------------- VGG16 features

@@ -6,17 +6,20 @@ Each subcommand lives in its own module of this package and exposes two function
     run(args: argparse.Namespace) -> int                # parses nothing more; one library call; exit status
 
 Exit status: 0 success, 1 some inputs failed (the rest were still done) or an expected error, 2 usage error.
-A `DecrappifyError` becomes one line on stderr (no traceback unless `--debug`).
+A `DecrappifyError` becomes one line on stderr (no traceback unless `--debug`). What other libraries log or warn
+(tifffile's notes on odd tags, deprecation warnings) is shown with `--debug` only: the output is ours to keep
+readable, and such lines say nothing the user can act on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from decrappify import __version__
 from decrappify.cli.commands import COMMAND_HELP
@@ -67,6 +70,30 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     log.propagate = False
 
 
+@contextlib.contextmanager
+def _third_party_output(debug: bool) -> Iterator[None]:
+    """While a command runs, route other libraries' log records and Python warnings to stderr with `--debug`,
+    and nowhere without it.
+
+    Our own logger does not propagate, so the root logger sees only other libraries' records; without a handler
+    there, Python's last-resort handler would print their warnings. Handlers already on the root logger (a
+    test's capture, an embedding program's) are left alone, and everything is put back afterwards.
+    """
+    root = logging.getLogger()
+    if debug:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script passes it to `sys.exit`)."""
     # OpenMP threads that spin while they wait slow torch down many times over whenever another process holds
@@ -81,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     _configure_logging(args.debug, args.quiet)
     try:
-        return int(args.handler(args))
+        with _third_party_output(args.debug):
+            return int(args.handler(args))
     except ConfigError as error:
         if args.debug:
             raise

@@ -7,12 +7,14 @@ import logging
 from pathlib import Path
 
 from decrappify.cli.options import add_max_pixels, add_precision, add_threads, apply_threads
+from decrappify.errors import ConfigError
 from decrappify.inference.ensemble import ENSEMBLES
+from decrappify.inference.memory import DEFAULT_MAX_OUTPUT_PIXELS
 from decrappify.inference.restorer import DEFAULT_TILE, Restorer
 from decrappify.inference.runners import BACKENDS, DEVICES
 from decrappify.inference.zoo import DEFAULT_MODEL
-from decrappify.io.images import WRITE_FORMATS, read_image, write_image
-from decrappify.io.jobs import BatchItem, collect_inputs, output_path, run_batch
+from decrappify.io.images import WRITE_FORMATS, read_image, read_image_size, write_image
+from decrappify.io.jobs import BatchItem, collect_inputs, mark_shared_outputs, output_path, run_batch
 
 log = logging.getLogger("decrappify")
 
@@ -28,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "the tree is mirrored under OUT_DIR) and glob patterns. Alpha, 16-bit depth, ICC profiles and EXIF "
             "are kept; inputs are never modified or overwritten. Large pictures are processed in tiles (the "
             "result matches the untiled one); when a tile does not fit in memory it is halved and retried. "
+            "Before a picture is decoded, its output size and the memory it needs are checked. Two inputs "
+            "whose results would have the same name are not both written: the later one fails. "
             "Exit status 1 if any input failed (all the others are still written)."
         ),
     )
@@ -73,10 +77,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     add_max_pixels(parser)
+    parser.add_argument(
+        "--max-output-pixels",
+        type=int,
+        default=DEFAULT_MAX_OUTPUT_PIXELS,
+        metavar="N",
+        help=f"refuse pictures whose result would be larger than N pixels (an x4 model makes 16 of each input "
+        f"pixel), checked before decoding (default {DEFAULT_MAX_OUTPUT_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=_gigabytes,
+        default=None,
+        metavar="GB",
+        help="refuse pictures whose restoration is estimated to need more memory than this, checked before "
+        "decoding (default: the memory available when each picture starts)",
+    )
     add_threads(parser)
     add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
+
+
+def _gigabytes(text: str) -> int:
+    """`--max-memory 2.5` -> bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of gigabytes, got {text!r}")
+    return round(value * 1024**3)
 
 
 def _suffix_for(item: BatchItem, fmt: str) -> str | None:
@@ -87,7 +118,11 @@ def _suffix_for(item: BatchItem, fmt: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_output_pixels < 1:
+        raise ConfigError(f"--max-output-pixels: must be at least 1, got {args.max_output_pixels}")
+    out_dir = Path(args.output)
     items = collect_inputs(args.inputs)
+    items = mark_shared_outputs(items, lambda item: output_path(item, out_dir, _suffix_for(item, args.format)))
     apply_threads(args.threads)
     restorer = Restorer.from_pretrained(
         args.model,
@@ -107,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         restorer.device,
         restorer.precision_note,
     )
-    out_dir = Path(args.output)
     inputs = {item.source.resolve(): item.source for item in items if item.problem is None}
 
     def job(item: BatchItem) -> Path:
@@ -116,6 +150,14 @@ def run(args: argparse.Namespace) -> int:
         other = inputs.get(target.resolve())
         if other is not None:
             protect.append(other)
+        width, height = read_image_size(item.source, max_pixels=args.max_pixels)
+        restorer.check_fits(
+            width,
+            height,
+            path=item.source,
+            max_output_pixels=args.max_output_pixels,
+            max_memory_bytes=args.max_memory,
+        )
         picture = read_image(item.source, max_pixels=args.max_pixels)
         restored = restorer.restore(picture)
         return write_image(restored, target, overwrite=args.overwrite, quality=args.quality, protect=protect)

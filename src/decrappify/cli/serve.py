@@ -15,8 +15,11 @@ import os
 from decrappify.cli.options import add_precision
 from decrappify.errors import ConfigError
 from decrappify.serve.settings import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_OUTPUT_PIXELS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MIN_UPLOAD_BYTES_PER_S,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT_S,
     ServeSettings,
@@ -70,7 +73,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help=f"largest input picture (default {DEFAULT_MAX_PIXELS})",
+        help=f"largest input picture in pixels, read from its header (default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--max-output-pixels",
+        type=int,
+        default=DEFAULT_MAX_OUTPUT_PIXELS,
+        help="largest restored picture in pixels (input pixels x the model's scale squared), checked from the "
+        f"upload's header (default {DEFAULT_MAX_OUTPUT_PIXELS})",
+    )
+    parser.add_argument(
+        "--min-upload-rate",
+        type=float,
+        default=DEFAULT_MIN_UPLOAD_BYTES_PER_S / 1024,
+        metavar="KB_PER_S",
+        help="uploads slower than this on average are dropped with a 408, so slow clients cannot hold every "
+        f"upload slot; 0: no minimum (default {DEFAULT_MIN_UPLOAD_BYTES_PER_S // 1024})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="connections that take longer to send a request's headers are closed "
+        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})",
     )
     parser.add_argument(
         "--timeout",
@@ -91,11 +117,16 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """The service settings the options describe (`ConfigError` for a bad value)."""
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port: must be 0..65535, got {args.port}")
+    if not 0 <= args.min_upload_rate < float("inf"):
+        raise ConfigError(f"--min-upload-rate: must be a number of KB/s >= 0, got {args.min_upload_rate}")
     return ServeSettings(
         models=tuple(args.models),
         token=args.token,
         max_upload_bytes=max(1, round(args.max_upload_mb * _MB)),
         max_pixels=args.max_pixels,
+        max_output_pixels=args.max_output_pixels,
+        min_upload_bytes_per_s=round(args.min_upload_rate * 1024),
+        header_timeout_s=args.header_timeout,
         max_concurrency=args.workers,
         queue_size=args.queue,
         request_timeout_s=args.timeout,
@@ -129,10 +160,11 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from decrappify.serve.app import create_app
+        from decrappify.serve.server import uvicorn_options
     except ImportError as error:
         raise ConfigError(
             f"serve needs the serve extra ({error.name} is missing): pip install 'decrappify[serve]'"
-        )
+        ) from None
     if not _is_loopback(args.host) and settings.token is None:
         log.warning("listening on %s without a token: anyone who can reach this port can use it", args.host)
     if settings.max_concurrency > 1:
@@ -140,5 +172,5 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     level = "debug" if args.debug else "warning" if args.quiet else "info"
     log.info("serving %s on http://%s:%d/", ", ".join(app.state.restorers), args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=level, server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=level, **uvicorn_options(settings))
     return 0

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from decrappify.errors import ConfigError
 
-__all__ = ["ENSEMBLES", "View", "check_ensemble", "model_ensemble", "self_ensemble", "views_for"]
+__all__ = ["ENSEMBLES", "View", "check_ensemble", "model_ensemble", "self_ensemble", "view_groups", "views_for"]
 
 #: Ensemble name -> number of views (model calls per tile).
 ENSEMBLES = {"none": 1, "flip": 2, "dihedral": 8}
@@ -61,6 +61,14 @@ def views_for(name: str) -> list[View]:
     return [(turns, mirror) for mirror in (False, True) for turns in range(4)]
 
 
+def view_groups(name: str) -> list[list[View]]:
+    """The views of an ensemble as `self_ensemble` batches them: views of one shape (even or odd quarter turns)
+    go through the model together, so the largest group is the batch size of one model call."""
+    views = views_for(name)
+    groups = [[view for view in views if view[0] % 2 == odd] for odd in (0, 1)]
+    return [group for group in groups if group]
+
+
 def _apply(x: Tensor, view: View) -> Tensor:
     turns, mirror = view
     if mirror:
@@ -82,11 +90,9 @@ def self_ensemble(model_fn: ModelFn, name: str) -> ModelFn:
     as one batch: one call of twice the batch keeps two CPU threads busier than two calls. The average is
     taken in float32 on the CPU.
     """
-    views = views_for(name)
-    if len(views) == 1:
+    groups = view_groups(name)
+    if len(groups) == 1 and len(groups[0]) == 1:
         return model_fn
-    groups = [[view for view in views if view[0] % 2 == odd] for odd in (0, 1)]
-    groups = [group for group in groups if group]
 
     def averaged(lq: Tensor) -> Tensor:
         total: Tensor | None = None
@@ -97,6 +103,6 @@ def self_ensemble(model_fn: ModelFn, name: str) -> ModelFn:
                 # Not in place: runners return inference tensors, which refuse in-place updates outside inference.
                 total = pred if total is None else total + pred
         assert total is not None
-        return total / len(views)
+        return total / sum(len(group) for group in groups)
 
     return averaged

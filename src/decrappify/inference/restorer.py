@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from decrappify.errors import ConfigError, InputError
-from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble
+from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble, view_groups
+from decrappify.inference.memory import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    activation_elements_per_pixel,
+    check_restorable,
+    estimate_peak_bytes,
+    meta_model,
+    model_call_side,
+)
 from decrappify.inference.precision import describe_precision
 from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner, resolve_device
 from decrappify.inference.tiling import DEFAULT_MIN_TILE, restore_tiled
@@ -82,6 +90,7 @@ class Restorer:
         self.render_size = int(render_size)  # colourisation only; 0: run the model at full size
         # Views averaged per tile (`decrappify.inference.ensemble`); None: the one the model file names, else none.
         self.ensemble = model_ensemble(self.info) if ensemble is None else check_ensemble(ensemble)
+        self._activations_per_pixel: float | None = None  # `_elements_per_pixel`, once worked out
 
     @classmethod
     def from_pretrained(
@@ -140,6 +149,63 @@ class Restorer:
     def device(self) -> str:
         """Where the model runs: a torch device name, or "onnxruntime"."""
         return str(self._runner.device) if isinstance(self._runner, TorchRunner) else "onnxruntime"
+
+    def estimate_peak_bytes(self, width: int, height: int) -> int:
+        """Peak memory (bytes, this process) of restoring a `width` x `height` picture with this restorer's
+        tile, ensemble and device; an upper-bound estimate (`decrappify.inference.memory`), nothing is run."""
+        model_height, model_width = height, width
+        colourise = is_colour_task(self.task)
+        if colourise and self.render_size and max(height, width) > self.render_size:
+            factor = self.render_size / max(height, width)  # the model sees the shrunk picture
+            model_height, model_width = max(1, round(height * factor)), max(1, round(width * factor))
+        multiple = self._runner.size_multiple
+        sides = [model_call_side(n, self.tile, self.tile_overlap, multiple) for n in (model_height, model_width)]
+        on_cpu = not isinstance(self._runner, TorchRunner) or self._runner.device.type == "cpu"
+        return estimate_peak_bytes(
+            input_pixels=width * height,
+            output_pixels=width * height * self.scale**2,
+            colourise=colourise,
+            call_pixels=sides[0] * sides[1] if on_cpu else 0,
+            elements_per_pixel=self._elements_per_pixel() if on_cpu else 0.0,
+            batch=max(len(group) for group in view_groups(self.ensemble)),
+        )
+
+    def check_fits(
+        self,
+        width: int,
+        height: int,
+        *,
+        path: str | Path | None = None,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+        max_memory_bytes: int | None = None,
+    ) -> None:
+        """`InputError` naming `path` when a `width` x `height` picture would make an output over
+        `max_output_pixels` or need more memory than `max_memory_bytes` (None: what is available now).
+
+        Call it with the size from the file's header (`io.images.read_image_size`), before decoding: the
+        picture is refused before anything is spent on it, whatever the input-pixel limit let through.
+        """
+        peak = self.estimate_peak_bytes(width, height)
+        check_restorable(
+            path,
+            (width, height),
+            scale=self.scale,
+            peak_bytes=peak,
+            max_output_pixels=max_output_pixels,
+            max_memory_bytes=max_memory_bytes,
+        )
+
+    def _elements_per_pixel(self) -> float:
+        """`activation_elements_per_pixel` of this model, worked out on first use (one small forward pass)."""
+        if self._activations_per_pixel is None:
+            runner = self._runner
+            if isinstance(runner, TorchRunner):
+                model, device = runner.model, runner.device
+            else:  # ONNX Runtime: the same network, rebuilt from its config on the meta device
+                model, device = meta_model(self.config), torch.device("meta")
+            found = 0.0 if model is None else activation_elements_per_pixel(model, runner.size_multiple, device)
+            self._activations_per_pixel = found
+        return self._activations_per_pixel
 
     def restore_tensor(self, lq: torch.Tensor) -> torch.Tensor:
         """(N, 3, h, w) float32 CPU tensor in [0, 1] -> (N, 3, h*s, w*s) on the CPU, clamped to [0, 1]."""

@@ -41,6 +41,7 @@ __all__ = [
     "picture_from_pil",
     "picture_to_pil",
     "read_image",
+    "read_image_size",
     "resize_plane",
     "write_image",
 ]
@@ -83,12 +84,27 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     """Read any picture Pillow can open, losslessly; `InputError` naming the file on any problem.
 
     EXIF orientation is applied to the pixels (and reset to 1 in the kept EXIF). Pictures over `max_pixels`
-    (None: no limit) are refused from their header, before any pixel is decoded.
+    (None: no limit) are refused from their header, before any pixel is decoded, and so are animations.
     """
     path = Path(path)
+    with _input_errors(path, max_pixels):
+        return _open_and_read(path, max_pixels)
+
+
+def read_image_size(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) as the header stores them, refused as `read_image` would refuse the file, but with no
+    pixel decoded: what a caller checks before it commits memory to a picture. EXIF turns may swap the two."""
+    path = Path(path)
+    with _input_errors(path, max_pixels):
+        return _open_and_measure(path, max_pixels)
+
+
+@contextlib.contextmanager
+def _input_errors(path: Path, max_pixels: int | None) -> Iterator[None]:
+    """Turn every failure to open or decode `path` into one `InputError` naming it."""
     _check_is_file(path)
     try:
-        return _open_and_read(path, max_pixels)
+        yield
     except DecrappifyError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -104,18 +120,54 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
 def _open_and_read(path: Path, max_pixels: int | None) -> Picture:
     """Open with Pillow under the limit, check the header's size, and let the format's reader decode."""
+    with _opened(path, max_pixels) as image:
+        if image is None:  # e.g. 16-bit grey + alpha, which Pillow cannot open at all
+            return tiff_format.read_tiff_without_pillow(path, max_pixels)
+        read = _READERS.get(image.format or "", pillow_formats.read_with_pillow)
+        return read(path, image)
+
+
+def _open_and_measure(path: Path, max_pixels: int | None) -> tuple[int, int]:
+    """`_open_and_read` up to the decoding: the checked size of the picture the file holds."""
+    with _opened(path, max_pixels) as image:
+        return tiff_format.tiff_size(path, max_pixels) if image is None else image.size
+
+
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int | None) -> Iterator[Image.Image | None]:
+    """The file opened by Pillow under the limit, its size checked and animations refused; None for a TIFF
+    that Pillow cannot open (tifffile's business)."""
     try:
         with _pillow_limit(max_pixels):
             image = Image.open(path)
     except UnidentifiedImageError:
-        if tiff_format.is_tiff(path):  # e.g. 16-bit grey + alpha, which Pillow cannot open at all
-            return tiff_format.read_tiff_without_pillow(path, max_pixels)
-        raise
+        if not tiff_format.is_tiff(path):
+            raise
+        image = None
+    if image is None:
+        yield None
+        return
     with image, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit was checked above
         check_size(path, image.size, max_pixels)
-        read = _READERS.get(image.format or "", pillow_formats.read_with_pillow)
-        return read(path, image)
+        _refuse_animation(path, image)
+        yield image
+
+
+#: Formats whose extra frames are an animation. A TIFF's extra pages are not (scanners add thumbnails), nor are
+#: an MPO's (a camera's preview): those files are read as their first picture, as before.
+_ANIMATED_FORMATS = frozenset({"GIF", "PNG", "WEBP"})
+
+
+def _refuse_animation(path: Path, image: Image.Image) -> None:
+    """Restoring only the first frame of an animation would lose the rest without a word: refuse it instead."""
+    if image.format in _ANIMATED_FORMATS and getattr(image, "is_animated", False):
+        frames = getattr(image, "n_frames", "several")
+        raise InputError(
+            path,
+            f"animated {image.format} ({frames} frames): only still pictures are read; "
+            "save its frames as separate pictures and restore those",
+        )
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from decrappify.errors import DecrappifyError, InputError
 from decrappify.io.images import is_image_path
-from decrappify.io.listing import is_hidden, walk_images
+from decrappify.io.listing import broken_link_reason, is_hidden, list_images
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,26 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[BatchItem]:
                     item = BatchItem(item.source, item.relative, f"same output name as {first}")
             items.append(item)
     return items
+
+
+def mark_shared_outputs(items: Sequence[BatchItem], target_of: Callable[[BatchItem], Path]) -> list[BatchItem]:
+    """The items, where each one whose output (`target_of`) is the file an earlier item's goes to gets a problem.
+
+    `collect_inputs` only sees input names; a changed suffix (`--format png` for a.png and a.jpg) can still send
+    two results to one file, and with overwriting allowed the second would silently replace the first. Called
+    before any work, so the batch reports the clash instead. Names compare without case, as on macOS and Windows.
+    """
+    first_source: dict[str, Path] = {}
+    marked = []
+    for item in items:
+        if item.problem is None:
+            target = target_of(item)
+            first = first_source.setdefault(str(target).casefold(), item.source)
+            if first != item.source:
+                reason = f"same output file {target} as {first}: one result would overwrite the other"
+                item = BatchItem(item.source, item.relative, reason)
+        marked.append(item)
+    return marked
 
 
 def output_path(item: BatchItem, out_dir: str | Path, suffix: str | None = None) -> Path:
@@ -228,7 +248,7 @@ def _console_loggers() -> list[logging.Logger]:
 def _expand(raw: str) -> list[BatchItem]:
     path = Path(raw)
     if path.is_dir():
-        items = [BatchItem(file, file.relative_to(path)) for file in walk_images(path)]
+        items = _folder_items(path, path)
         return items or [BatchItem(path, Path(path.name), "folder holds no image files")]
     if path.exists() or path.is_symlink():
         return [BatchItem(path, Path(path.name))]  # named explicitly: kept so its error is reported
@@ -247,10 +267,19 @@ def _expand_glob(pattern: str) -> list[BatchItem]:
     items: list[BatchItem] = []
     for match in sorted(base.glob(glob_part)):
         if match.is_dir():
-            items.extend(BatchItem(file, file.relative_to(base)) for file in walk_images(match))
-        elif match.is_file() and is_image_path(match) and not is_hidden(match.relative_to(base)):
-            items.append(BatchItem(match, match.relative_to(base)))
+            items.extend(_folder_items(match, base))
+        elif is_image_path(match) and not is_hidden(match.relative_to(base)):
+            if match.is_file():
+                items.append(BatchItem(match, match.relative_to(base)))
+            elif (reason := broken_link_reason(match)) is not None:
+                items.append(BatchItem(match, match.relative_to(base), reason))
     return items
+
+
+def _folder_items(folder: Path, base: Path) -> list[BatchItem]:
+    """The images under `folder`, relative to `base`, in walk order; broken links come as failed items."""
+    listing = list_images(folder)
+    return [BatchItem(file, file.relative_to(base), listing.broken_links.get(file)) for file in listing.paths]
 
 
 def _take_literal(parts: Sequence[str]) -> Iterator[str]:

@@ -2,12 +2,16 @@
 
 Hidden files and folders are skipped (`.git`, the `._x.jpg` resource forks macOS leaves on shared drives): they
 are never pictures the user meant, and a fork with an image suffix would fail to decode in the middle of a run.
+A symbolic link with an image name whose target is missing or loops is not skipped in silence: it is a picture
+the user meant and will not get, so `list_images` returns it for the caller to report.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from decrappify.errors import InputError
@@ -21,16 +25,59 @@ def is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") and part not in (".", "..") for part in relative.parts)
 
 
-def walk_images(root: str | Path) -> list[Path]:
-    """Image files under `root` (by suffix), depth first in sorted order, skipping hidden files and folders."""
-    found: list[Path] = []
+@dataclass
+class ImageListing:
+    """What a folder walk found, in walk order: image files, and the image-named links that lead nowhere."""
+
+    paths: list[Path] = field(default_factory=list)
+    broken_links: dict[Path, str] = field(default_factory=dict)  # link -> why it leads to no file
+
+    @property
+    def images(self) -> list[Path]:
+        return [path for path in self.paths if path not in self.broken_links]
+
+
+def list_images(root: str | Path) -> ImageListing:
+    """Image files under `root` (by suffix), depth first in sorted order, skipping hidden files and folders;
+    dangling or looping symbolic links with an image suffix are listed too, with the reason they are broken."""
+    listing = ImageListing()
     for folder, subfolders, files in os.walk(root, onerror=_warn_unreadable):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in sorted(files):
             file = Path(folder) / name
-            if not name.startswith(".") and is_image_path(file) and file.is_file():
-                found.append(file)
-    return found
+            if name.startswith(".") or not is_image_path(file):
+                continue
+            if not file.is_file():
+                reason = broken_link_reason(file)
+                if reason is None:
+                    continue  # a socket, a device: not a picture anyone meant
+                listing.broken_links[file] = reason
+            listing.paths.append(file)
+    return listing
+
+
+def walk_images(root: str | Path) -> list[Path]:
+    """The image files of `list_images`; each broken link is logged as a warning, so it is never skipped unseen."""
+    listing = list_images(root)
+    for link, reason in listing.broken_links.items():
+        log.warning("%s: %s; skipped", link, reason)
+    return listing.images
+
+
+def broken_link_reason(path: Path) -> str | None:
+    """Why a symbolic link leads to no file (its target is missing, or it loops), or None when it is not a
+    symbolic link or leads somewhere."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno == errno.ENOENT:
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return f"cannot follow symbolic link ({error.strerror})"
+    return None
 
 
 def images_in_folder(folder: str | Path) -> list[tuple[Path, str]]:

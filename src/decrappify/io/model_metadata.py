@@ -33,6 +33,12 @@ def read_model_metadata(path: str | Path) -> tuple[dict, dict]:
         raise WeightsError(f"{path}: not a readable safetensors model file ({exc})") from exc
     if CONFIG_KEY not in meta:
         raise WeightsError(f"{path}: no '{CONFIG_KEY}' metadata: not a decrappify model file")
+    version = meta.get(FORMAT_KEY, FORMAT_VERSION)  # every file we wrote has it; one without is read as 1
+    if version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{path}: model file format {version!r}, but this decrappify reads format {FORMAT_VERSION!r} only "
+            "(a newer decrappify wrote it, or the file was altered)"
+        )
     try:
         config = json.loads(meta[CONFIG_KEY])
         info = json.loads(meta.get(INFO_KEY, "{}"))
@@ -40,4 +46,28 @@ def read_model_metadata(path: str | Path) -> tuple[dict, dict]:
         raise WeightsError(f"{path}: corrupt model metadata ({exc})") from exc
     if not isinstance(config, dict) or not isinstance(info, dict):
         raise WeightsError(f"{path}: corrupt model metadata (config and info must be JSON objects)")
+    _check_info_types(path, info)
     return config, info
+
+
+#: The info entries the library reads, and what each must hold (the rest are descriptions, shown as they are).
+_INFO_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "task": (str,),
+    "ensemble": (str,),
+    "precision": (str,),
+    "render_size": (int,),
+    "scale": (int,),
+}
+
+
+def _check_info_types(path: Path, info: dict) -> None:
+    """`WeightsError` for an info entry of the wrong type, before anything converts it (`int("x")` would not
+    make a one-line error)."""
+    for key, types in _INFO_TYPES.items():
+        value = info.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise WeightsError(f"{path}: corrupt model metadata ('{key}' is {value!r})")
+    render_size = info.get("render_size")
+    if render_size is not None and render_size < 0:
+        raise WeightsError(f"{path}: corrupt model metadata ('render_size' is {render_size!r})")

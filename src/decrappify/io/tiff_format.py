@@ -69,6 +69,15 @@ def read_tiff_without_pillow(path: Path, max_pixels: int | None) -> Picture:
     return picture_from_values(orient(values, orientation_value), bit_depth, icc_bytes, None, "TIFF")
 
 
+def tiff_size(path: Path, max_pixels: int | None) -> tuple[int, int]:
+    """(width, height) of a TIFF Pillow cannot open, from its first page's tags, checked against the limit."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        size = (int(page.imagewidth), int(page.imagelength))
+    check_size(path, size, max_pixels)
+    return size
+
+
 def _is_deep_colour(image: Image.Image) -> bool:
     """More than 8 bits a sample and more than one sample a pixel: Pillow would decode it to 8 bits."""
     bits = image.tag_v2.get(_BITS_PER_SAMPLE, (8,))  # type: ignore[attr-defined]

@@ -36,11 +36,25 @@ UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 OUTPUT_MODES = ("residual", "sigmoid")
 SR_MODES = ("lr", "hr")
 ENCODERS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+# Bounds on the sizes a config may ask for, checked before any layer is allocated: a model file's metadata is
+# input like any other, and `widths = [200000, 200000, 200000]` would ask for 1.4 TB. They sit far above any
+# model this project trains (compact widths 48-96, 2-6 blocks; torchvision's ResNet width 64), and cap the
+# largest model a config can build at about 1.5 GB (compact) and 2.5 GB (U-Net) of fp32 weights.
+MAX_COMPACT_WIDTH = 512
+MAX_COMPACT_BLOCKS = 16
+MAX_ENCODER_WIDTH = 128
 
 
 def _choice(name: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+    return value
+
+
+def _check_count(name: str, value: object, low: int, high: int) -> int:
+    """`value` if it is a whole number in [low, high], else a ConfigError naming the option and the range."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     return value
 
 
@@ -170,6 +184,7 @@ class UnetGenerator(Generator):
             raise ConfigError(f"unknown encoder '{encoder}'; choose one of: {', '.join(ENCODERS)}")
         check_norm(norm)
         self.sr_mode = _choice("sr_mode", sr_mode, SR_MODES)
+        _check_count("encoder_width", encoder_width, 1, MAX_ENCODER_WIDTH)
         self.encoder = ResNet(depth, width=encoder_width, num_classes=None)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -277,11 +292,12 @@ class CompactUnet(Generator):
             raise ConfigError(f"space_to_depth must be an integer from 1 to 8, got {space_to_depth!r}")
         self.space_to_depth = space_to_depth
         self.stride = 4 * space_to_depth
-        if len(widths) != 3 or len(blocks) != 3 or min(widths) < 1 or min(blocks) < 0:
+        if not isinstance(widths, Sequence) or not isinstance(blocks, Sequence) or len(widths) != 3 or len(blocks) != 3:
             raise ConfigError(
                 f"widths and blocks need 3 entries each (LR, /2, /4), got {widths!r}, {blocks!r}"
             )
-        w0, w1, w2 = widths
+        w0, w1, w2 = (_check_count("widths", width, 1, MAX_COMPACT_WIDTH) for width in widths)
+        blocks = [_check_count("blocks", count, 0, MAX_COMPACT_BLOCKS) for count in blocks]
 
         def stack(channels: int, count: int) -> nn.Sequential:
             return nn.Sequential(

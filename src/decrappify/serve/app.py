@@ -30,7 +30,13 @@ from decrappify.inference.tiling import OutOfMemory
 from decrappify.inference.zoo import DEFAULT_MODEL, list_models
 from decrappify.serve.errors import ApiError, install_error_handlers
 from decrappify.serve.job import OUTPUT_CHOICES, RestoredImage, RestoreRequest, restore_upload
-from decrappify.serve.limits import RequestLimitsMiddleware, inspect_upload, token_matches, unauthorized
+from decrappify.serve.limits import (
+    RequestLimitsMiddleware,
+    check_output_size,
+    inspect_upload,
+    token_matches,
+    unauthorized,
+)
 from decrappify.serve.queue import InferencePool, PoolFull
 from decrappify.serve.settings import ServeSettings
 
@@ -129,6 +135,8 @@ def create_app(settings: ServeSettings, *, restorers: Mapping[str, Restorer] | N
         max_upload_bytes=settings.max_upload_bytes,
         max_in_flight=settings.max_requests_in_flight,
         body_timeout_s=settings.request_timeout_s,
+        min_bytes_per_s=settings.min_upload_bytes_per_s,
+        grace_s=settings.upload_grace_s,
     )
 
     app.add_middleware(SecurityHeadersMiddleware)  # added last: outermost, so every answer gets them
@@ -227,7 +235,11 @@ def _add_api_routes(
             "models": [
                 {"name": n, "task": r.task, "scale": r.scale, "precision": r.precision} for n, r in models.items()
             ],
-            "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
+            "limits": {
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_pixels": settings.max_pixels,
+                "max_output_pixels": settings.max_output_pixels,
+            },
             "formats": list(OUTPUT_CHOICES),
         }
 
@@ -259,6 +271,7 @@ def _add_api_routes(
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
         )  # before admission: a bad upload is refused with its own status even when the workers are busy
+        check_output_size(info, restorer.scale, settings.max_output_pixels)
         request = RestoreRequest(
             restorer=restorer,
             upload=image.file,

@@ -12,7 +12,8 @@ How an upload's type is decided (the bytes win over the declared `Content-Type`,
 
 Size: at most `max_upload_bytes` of body (413, checked on `Content-Length` before reading and again while
 reading), and at most `max_pixels` pixels, read from the header before anything is decoded (413), which stops
-decompression bombs: a tiny file that claims a huge picture.
+decompression bombs: a tiny file that claims a huge picture. The restored picture (input x the model's scale
+squared) must have at most `max_output_pixels` (413), checked from the same header.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from decrappify.serve.errors import ApiError, error_response
+from decrappify.serve.upload_slots import Upload, UploadSlots
 
 #: Pillow format name -> (media type, file suffix) of the pictures the service reads.
 INPUT_FORMATS: dict[str, tuple[str, str]] = {
@@ -132,6 +134,18 @@ def inspect_upload(
     return UploadInfo(format_name, width, height)
 
 
+def check_output_size(info: UploadInfo, scale: int, max_output_pixels: int) -> None:
+    """`ApiError` 413 when the restored picture (`scale` times each side) would have more than `max_output_pixels`:
+    the result, not the upload, is what takes a worker's memory, and this is known from the header alone."""
+    width, height = info.width * scale, info.height * scale
+    if width * height > max_output_pixels:
+        raise ApiError(
+            413,
+            f"picture too large for this model: {info.width}x{info.height} would become {width}x{height}, "
+            f"{width * height} pixels; the limit is {max_output_pixels}",
+        )
+
+
 def token_matches(expected: str | None, authorization: str | None) -> bool:
     """True when no token is set, or `authorization` is `Bearer <expected>` (compared in constant time)."""
     if expected is None:
@@ -150,9 +164,16 @@ def unauthorized() -> ApiError:
     )
 
 
+#: Sent with every answer given before the request's body was read: the connection then closes, so a client that
+#: is still sending (slowly) holds no connection either.
+_CLOSE = {"Connection": "close"}
+
+
 class RequestLimitsMiddleware:
-    """Guards /v1/* before a body is read: token (401), declared size (413), uploads at once (503); then bounds
-    the body as it streams in (413 past the upload limit plus multipart framing, 408 past `body_timeout_s`).
+    """Guards /v1/* before a body is read: token (401), declared size (413), an upload slot (503 when none can
+    be had; see `serve.upload_slots` for the minimum rate, the line and eviction); then bounds the body as it
+    streams in (413 past the upload limit plus multipart framing; 408 past `body_timeout_s`, below the minimum
+    rate, or when its slot went to another upload).
 
     Pure ASGI so that a rejected upload costs nothing: no form parsing, no spooling to a temporary file.
     """
@@ -165,16 +186,22 @@ class RequestLimitsMiddleware:
         max_upload_bytes: int,
         max_in_flight: int,
         body_timeout_s: float,
+        min_bytes_per_s: float = 0.0,
+        grace_s: float = 10.0,
         upload_paths: frozenset[str] = frozenset({"/v1/restore"}),
     ):
         self.app = app
         self.token = token
         self.max_upload_bytes = max_upload_bytes
         self.max_body_bytes = max_upload_bytes + MULTIPART_SLACK_BYTES
-        self.max_in_flight = max_in_flight
         self.body_timeout_s = body_timeout_s
         self.upload_paths = upload_paths
-        self.in_flight = 0
+        self.slots = UploadSlots(max_in_flight, min_bytes_per_s=min_bytes_per_s, grace_s=grace_s)
+
+    @property
+    def in_flight(self) -> int:
+        """Uploads holding a slot (receiving, queued or running)."""
+        return self.slots.in_use
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -184,7 +211,7 @@ class RequestLimitsMiddleware:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         if not token_matches(self.token, headers.get("authorization")):
             error = unauthorized()
-            await error_response(401, error.detail, error.headers)(scope, receive, send)
+            await error_response(401, error.detail, {**error.headers, **_CLOSE})(scope, receive, send)
             return
         if path not in self.upload_paths:
             await self.app(scope, receive, send)
@@ -192,37 +219,49 @@ class RequestLimitsMiddleware:
         length = headers.get("content-length", "")
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             message = f"upload too large: the limit is {self.max_upload_bytes} bytes"
-            await error_response(413, message)(scope, receive, send)
+            await error_response(413, message, _CLOSE)(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        upload = await self.slots.acquire()
+        if upload is None:
             message = f"busy: {self.in_flight} uploads in progress; retry later"
-            await error_response(503, message, {"Retry-After": "5"})(scope, receive, send)
+            await error_response(503, message, {"Retry-After": "5", **_CLOSE})(scope, receive, send)
             return
-        self.in_flight += 1
         try:
-            await self.app(scope, self._bounded(receive), send)
+            await self.app(scope, self._bounded(receive, upload), send)
         finally:
-            self.in_flight -= 1
+            self.slots.release(upload)
 
-    def _bounded(self, receive: Receive) -> Receive:
-        """`receive`, counting body bytes and timing the whole body; transparent once the body is complete."""
+    def _bounded(self, receive: Receive, upload: Upload) -> Receive:
+        """`receive`, counting body bytes and timing the body; transparent once the body is complete."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout_s
-        state = {"received": 0, "done": False}
+        deadline = upload.started + self.body_timeout_s
 
         async def bounded_receive() -> Message:
-            if state["done"]:
+            if upload.done:
                 return await receive()
             try:
-                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                if upload.evicted:
+                    raise TimeoutError
+                async with asyncio.timeout_at(min(deadline, self.slots.due(upload))) as timer:
+                    upload.timer = timer
                     message = await receive()
             except TimeoutError:
-                raise ApiError(408, f"upload took longer than {self.body_timeout_s:g} s") from None
+                raise self._timeout_error(upload, loop.time()) from None
+            finally:
+                upload.timer = None
             if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_body_bytes:
-                    raise ApiError(413, f"upload too large: the limit is {self.max_upload_bytes} bytes")
-                state["done"] = not message.get("more_body", False)
+                upload.received += len(message.get("body", b""))
+                if upload.received > self.max_body_bytes:
+                    raise ApiError(413, f"upload too large: the limit is {self.max_upload_bytes} bytes", _CLOSE)
+                upload.done = not message.get("more_body", False)
             return message
 
         return bounded_receive
+
+    def _timeout_error(self, upload: Upload, now: float) -> ApiError:
+        if upload.evicted or now < upload.started + self.body_timeout_s:
+            rate = f"{upload.received} bytes in {now - upload.started:.1f} s"
+            minimum = f"the minimum is {self.slots.min_bytes_per_s:g} bytes/s"
+            reason = "; its slot went to another upload" if upload.evicted else ""
+            return ApiError(408, f"upload too slow: {rate}, {minimum}{reason}", _CLOSE)
+        return ApiError(408, f"upload took longer than {self.body_timeout_s:g} s", _CLOSE)

@@ -12,12 +12,24 @@ from decrappify.errors import ConfigError
 from decrappify.inference.precision import PRECISIONS
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-#: Input pixels; an x4 model makes 16 times as many output pixels, so this also bounds the output's memory.
+#: Input pixels, read from the upload's header.
 DEFAULT_MAX_PIXELS = 4_000_000
+#: Output pixels (input pixels x scale squared), checked from the header too: the result is what takes the
+#: memory (12 bytes a pixel as float32, several copies). Sixteen times the input limit: an x4 model's output.
+DEFAULT_MAX_OUTPUT_PIXELS = 16 * DEFAULT_MAX_PIXELS
 DEFAULT_QUEUE_SIZE = 4
 DEFAULT_REQUEST_TIMEOUT_S = 120.0
 #: Uploads being received at once, per slot of work (running or queued), before new ones get a 503 straight away.
 UPLOADS_PER_SLOT = 4
+#: The slowest upload kept, in bytes a second on average. A phone on a poor link sends 100 KB/s; a client that
+#: sends 1 byte a second holds an upload slot for nothing (the slow-body attack), so below this rate, after
+#: `DEFAULT_UPLOAD_GRACE_S`, it gets a 408; and whenever every slot is taken, the slowest upload below this rate
+#: gives its slot to the newcomer.
+DEFAULT_MIN_UPLOAD_BYTES_PER_S = 8 * 1024
+DEFAULT_UPLOAD_GRACE_S = 10.0
+#: Seconds a connection may take to send a request's headers (a whole request line and header block is
+#: a few hundred bytes); slower ones are closed, so slow headers cannot pile up connections either.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -28,18 +40,25 @@ class ServeSettings:
     the first one is the default. `token`, when set, must be sent as `Authorization: Bearer TOKEN` on /v1/*.
     `max_concurrency` restorations run at once, `queue_size` more may wait; beyond that a request gets a 503 with
     `Retry-After`. `request_timeout_s` bounds the wait plus the restoration (and, separately, the upload).
+    `max_pixels` bounds the input picture and `max_output_pixels` the restored one (input x scale squared), both
+    read from the header before anything is decoded. Uploads slower than `min_upload_bytes_per_s` on average
+    (after `upload_grace_s`; 0 turns the rule off) are dropped, and `header_timeout_s` bounds a request's headers.
     """
 
     models: tuple[str, ...] = ()
     token: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
     max_concurrency: int = 1
     queue_size: int = DEFAULT_QUEUE_SIZE
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     device: str = "auto"
     tile: int = 512
     precision: str = "auto"
+    min_upload_bytes_per_s: int = DEFAULT_MIN_UPLOAD_BYTES_PER_S
+    upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(str(model) for model in self.models))
@@ -47,21 +66,27 @@ class ServeSettings:
             raise ConfigError("token: must not be empty (leave it out to serve without one)")
         _check_int("max_upload_bytes", self.max_upload_bytes, minimum=1)
         _check_int("max_pixels", self.max_pixels, minimum=1)
+        _check_int("max_output_pixels", self.max_output_pixels, minimum=1)
+        _check_int("min_upload_bytes_per_s", self.min_upload_bytes_per_s, minimum=0)
         _check_int("max_concurrency (--workers)", self.max_concurrency, minimum=1)
         _check_int("queue_size", self.queue_size, minimum=0)
         _check_int("tile", self.tile, minimum=0)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: choose one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        timeout = self.request_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
-            raise ConfigError(f"request_timeout_s: expected a number of seconds, got {timeout!r}")
-        if timeout <= 0:
-            raise ConfigError(f"request_timeout_s: must be > 0, got {timeout}")
+        for name in ("request_timeout_s", "upload_grace_s", "header_timeout_s"):
+            _check_seconds(name, getattr(self, name))
 
     @property
     def max_requests_in_flight(self) -> int:
         """Restore requests the server holds at once (uploading, queued or running); more get a 503 at once."""
         return UPLOADS_PER_SLOT * (self.max_concurrency + self.queue_size)
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value}")
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from safetensors.torch import load_file
 
 from decrappify.errors import WeightsError
 from decrappify.io.atomic import atomic_folder, atomic_write_bytes, previous_folder, remove_stale_temporaries
-from decrappify.weights import save_model
+from decrappify.weights import check_finite, save_model
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,36 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The state `to_dict` wrote (unknown keys ignored); `TypeError` naming the first value of the wrong type."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         if "best_score" not in data:  # checkpoints before 2026-12 kept the best PSNR_Y as best_psnr
             values["best_score"] = data.get("best_psnr")
+        for name, value in values.items():
+            _check_state_value(name, value)
         return cls(**values)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: How a `TrainState` field's value is checked, by its annotation (a float field also takes a JSON integer).
+_VALUE_CHECKS = {
+    "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "float": _is_number,
+    "bool": lambda value: isinstance(value, bool),
+    "float | None": lambda value: value is None or _is_number(value),
+    "dict[str, float]": lambda value: isinstance(value, dict)
+    and all(isinstance(k, str) and _is_number(v) for k, v in value.items()),
+}
+
+
+def _check_state_value(name: str, value: object) -> None:
+    """`TypeError` naming the field when `value` is not what its annotation says."""
+    kind = next(str(f.type) for f in dataclasses.fields(TrainState) if f.name == name)
+    if not _VALUE_CHECKS[kind](value):
+        raise TypeError(f"{name} = {value!r} is not a valid {kind}")
 
 
 @dataclass
@@ -117,17 +143,68 @@ def find_checkpoint(folder: str | Path, name: str = "last") -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint folder written by `save_checkpoint`; `WeightsError` naming the file on any problem."""
+    """Read a checkpoint folder written by `save_checkpoint`; `WeightsError` naming the file on any problem.
+
+    Every file is checked before use, since a run folder may be shared or copied: `state.json` must hold the
+    layout `save_checkpoint` writes (types included), the weights must be finite, and `optim.pt` must hold only
+    tensors, numbers and strings. A pickle holding anything else is refused without being run, and the message
+    never suggests loading it unsafely.
+    """
     path = Path(path)
     try:
-        payload = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        text = (path / STATE_FILE).read_text(encoding="utf-8")
         state_dict = load_file(path / MODEL_FILE)
-        optimizer = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise WeightsError(f"{path}: incomplete checkpoint, missing {Path(error.filename).name}") from None
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise WeightsError(f"{path}: cannot read checkpoint: {error}") from None
+    config, state, info = _parse_state_file(path / STATE_FILE, text)
+    check_finite(state_dict, what=str(path / MODEL_FILE))
+    optimizer = _load_optimizer_state(path / OPTIM_FILE)
+    return Checkpoint(path, state_dict, config, state, optimizer, info)
+
+
+def _parse_state_file(file: Path, text: str) -> tuple[dict[str, Any], TrainState, dict[str, Any]]:
+    """(config, state, info) from `state.json`, each checked for its type; `WeightsError` naming the file."""
+    try:
+        payload = json.loads(text)
+    except ValueError as error:
+        raise WeightsError(f"{file}: not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise WeightsError(f"{file}: expected a JSON object, got {type(payload).__name__}")
     if payload.get("format") != FORMAT_VERSION:
-        raise WeightsError(f"{path}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
-    state = TrainState.from_dict(payload["state"])
-    return Checkpoint(path, state_dict, payload["config"], state, optimizer, payload.get("info", {}))
+        raise WeightsError(f"{file}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
+    for key in ("config", "state"):
+        if not isinstance(payload.get(key), dict):
+            found = type(payload[key]).__name__ if key in payload else "nothing"
+            raise WeightsError(f"{file}: '{key}' must be a JSON object, found {found}")
+    info = payload.get("info", {})
+    if not isinstance(info, dict):
+        raise WeightsError(f"{file}: 'info' must be a JSON object, found {type(info).__name__}")
+    try:
+        state = TrainState.from_dict(payload["state"])
+    except TypeError as error:
+        raise WeightsError(f"{file}: 'state': {error}") from None
+    return payload["config"], state, info
+
+
+def _load_optimizer_state(file: Path) -> dict[str, Any]:
+    """The optimizer state dict in `optim.pt`, read with `weights_only=True`; `WeightsError` naming the file.
+
+    PyTorch's own messages are left out on purpose: for a refused object they advise `weights_only=False`,
+    which would run whatever the file holds.
+    """
+    try:
+        optimizer = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{file.parent}: incomplete checkpoint, missing {file.name}") from None
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{file}: holds Python objects other than tensors, numbers and strings; refused unread "
+            "(an optimizer state never does: the file was replaced or damaged)"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - torch.load raises many types for a damaged file
+        raise WeightsError(f"{file}: not a readable optimizer state ({type(error).__name__})") from None
+    if not isinstance(optimizer, dict):
+        raise WeightsError(f"{file}: expected an optimizer state dict, found {type(optimizer).__name__}")
+    return optimizer
