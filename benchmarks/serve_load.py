@@ -36,6 +36,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from decrappify.io.atomic import atomic_write_text
+
 TOKEN = "load-test-token"
 MAX_UPLOAD_MB = 2
 MAX_PIXELS = 1_000_000
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     if "Traceback" in log_tail:
         print("server log (tail):\n" + log_tail)
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+        atomic_write_text(args.json, json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 
 

@@ -10,7 +10,8 @@ What it does, so every shipped file and every figure on its card comes from one 
 2. `decrappify.evaluation.evaluate` it on the evaluation sets of its task (BSD100 = ../shared/data/bsds500/val, which no
    shipped model trains on; for sr-x4 also Set5 and Set14), with bicubic and, at x4, the OpenCV peers in
    ../shared/models/peers; perceptual distance off (run `decrappify evaluate` for it);
-3. `decrappify.inference.benchmark` its speed (torch, channels-last, 512x512 output, 2 threads and 1);
+3. `decrappify.inference.benchmark` its speed (torch: fp32 channels-last and bf16 autocast, 512x512 output,
+   2 threads and 1); the headline speed is that of the precision `--precision auto` picks for it on this machine;
    with `--ensemble flip` the file names that self-ensemble as its default (`decrappify.inference.ensemble`), so the
    evaluation and the speed are both of the model as users run it; the plain model's scores are listed too;
 4. keep everything measured in `docs/models/<name>.json`, render `docs/models/<name>.md` from it, and write the
@@ -32,7 +33,10 @@ from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.methods import Method, ModelMethod
 from decrappify.inference.benchmark import benchmark
 from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, views_for
+from decrappify.inference.precision import resolve_precision
 from decrappify.inference.zoo import MODELS_DIR, REGISTRY_FILE
+from decrappify.io.atomic import atomic_write_text
+from decrappify.io.model_metadata import read_model_metadata
 from decrappify.nn.models import gflops_per_output_megapixel
 from decrappify.weights import load_model, save_model
 
@@ -40,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CARDS = ROOT / "docs" / "models"
 MAX_BYTES = 10_000_000
+SPEED_VARIANTS = ("channels_last", "bf16")
 #: Tasks the OpenCV peers (x4 super-resolution models) are scored on.
 PEER_TASKS = ("sr-x4", "restore-x4")
 
@@ -137,12 +142,17 @@ def evaluation_tables(path: Path, task: str, scale: int, ensemble: str = "none")
 
 
 def speed_table(path: Path) -> dict:
+    """fp32 channels-last and bf16, 2 threads and 1; the headline is the 2-thread speed of the precision that
+    `--precision auto` runs this model in here."""
     model, config, info = load_model(path)
     result = benchmark(model, name=path.stem, config=config, info=info, backends=("torch",),
-                       variants=("channels_last",), threads=(2, 1), repeats=5, warmup=2)  # fmt: skip
+                       variants=SPEED_VARIANTS, threads=(2, 1), repeats=5, warmup=2)  # fmt: skip
     print(result.to_markdown())
-    best = max(row.mp_per_s for row in result.rows)
-    return {"markdown": result.to_markdown(), "best_mp_per_s": round(best, 2)}
+    precision = resolve_precision("auto", "cpu", info)
+    variant = "bf16" if precision == "bf16" else "channels_last"
+    best = max(row.mp_per_s for row in result.rows if row.variant == variant)
+    return {"markdown": result.to_markdown(), "best_mp_per_s": round(best, 2), "precision": precision,
+            "hardware": this_machine()}  # fmt: skip
 
 
 def headline(card: dict) -> dict:
@@ -171,7 +181,7 @@ def write_registry(name: str, description: str, metrics: dict) -> None:
     rows = [row for row in rows if row.get("name") != name]
     rows.append({"name": name, "file": f"{name}.safetensors", "description": description, "metrics": metrics})
     rows.sort(key=lambda row: row["name"])
-    path.write_text(json.dumps({"models": rows}, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps({"models": rows}, indent=2) + "\n")
 
 
 def training_commands(before: list[str], command: str) -> str:
@@ -193,6 +203,17 @@ def ensemble_lines(name: str, ensemble: str) -> list[str]:
         + f") and the results averaged (`decrappify.inference.ensemble`); the scores and the speed below are of that. "
         f"`--ensemble none` runs the plain model, {views}x faster: its scores are the `{name} (no ensemble)` rows."
     ]
+
+
+def precision_line(card: dict) -> str:
+    """What `--precision auto` runs the model in, and so which row the headline speed is."""
+    if card["speed"].get("precision") == "bf16":
+        return ("`--precision auto` (the default) runs it in bf16 on CPUs that do bf16 natively, as this one does: "
+                f"{card['speed']['best_mp_per_s']} MP/s with 2 threads; fp32 elsewhere.")  # fmt: skip
+    if card["info"].get("precision") == "fp32":
+        return ("It runs in fp32 under `--precision auto`: bf16 changed its scores by more than the 0.02 dB bar "
+                "(docs/benchmarks/bf16-parity.md); `--precision bf16` still runs it in bf16.")  # fmt: skip
+    return "`--precision auto` runs it in fp32 here (this CPU has no native bf16)."
 
 
 def render_card(card: dict) -> str:
@@ -254,9 +275,13 @@ def render_card(card: dict) -> str:
     if "speed" in card:
         lines += [
             "`decrappify benchmark --model " + card["name"] + " --backend torch --variant channels_last "
-            "--threads 2 --threads 1 --repeats 5 --warmup 2` on the machine above, nothing else running:",
+            "--variant bf16 --threads 2 --threads 1 --repeats 5 --warmup 2` on "
+            + card["speed"].get("hardware", "the machine above")
+            + ", nothing else running:",
             "",
             card["speed"]["markdown"].rstrip(),
+            "",
+            precision_line(card),
             "",
         ]
     else:
@@ -272,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse:
         card = json.loads(card_json.read_text(encoding="utf-8"))
         path = MODELS_DIR / f"{args.name}.safetensors"
+        card["info"] = read_model_metadata(path)[1]  # facts added since shipping (a precision pin)
     else:
         if args.model is None:
             sys.exit("give the run's model file (or --reuse)")
@@ -296,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         card["limitations"] = args.limitations
     if not args.no_speed:
         card["speed"] = speed_table(path)
-    card_json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (CARDS / f"{args.name}.md").write_text(render_card(card), encoding="utf-8")
+    atomic_write_text(card_json, json.dumps(card, indent=2) + "\n")
+    atomic_write_text(CARDS / f"{args.name}.md", render_card(card))
     write_registry(args.name, card["description"], headline(card))
     print(f"shipped {path} ({card['size_bytes'] / 1e6:.2f} MB); card {CARDS / (args.name + '.md')}")
     return 0
