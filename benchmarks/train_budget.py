@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from decrappify.data.pairs import ImageStore, list_images
+from decrappify.data.pairs import ImageStore, keyed_images
 from decrappify.nn.models import create_model
 from decrappify.train.config import Config, load_config
 
@@ -93,7 +93,7 @@ def bare_loop(config: Config, folders: list[Path], seconds: float) -> float:
     """crops/s of the plainest loop that trains the same model on the same kind of batches."""
     stage = config.stages[0]
     scale, crop, batch = config.scale, stage.crop, stage.batch
-    store = ImageStore([path for path, _ in list_images(folders)])
+    store = ImageStore([path for path, _ in keyed_images(folders)])
     torch.manual_seed(config.seed)
     model = create_model(config.model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=0.0)

@@ -19,7 +19,7 @@ from decrappify.data.pairs import (
     build_validation,
     collate_pairs,
     iterate_batches,
-    list_images,
+    keyed_images,
     split_validation,
 )
 from decrappify.errors import ConfigError, InputError
@@ -39,20 +39,20 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_list_images_is_recursive_sorted_and_skips_other_files(folder: Path) -> None:
-    items = list_images([folder])
+    items = keyed_images([folder])
     assert [key for _, key in items] == [f"photos/{i}.png" for i in range(5)] + ["photos/sub/5.jpg"]
 
 
 def test_list_images_errors_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a folder"):
-        list_images([tmp_path / "missing"])
+        keyed_images([tmp_path / "missing"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="empty: no images found"):
-        list_images([tmp_path / "empty"])
+        keyed_images([tmp_path / "empty"])
 
 
 def test_validation_split_is_fixed_disjoint_and_complete(folder: Path) -> None:
-    items = list_images([folder])
+    items = keyed_images([folder])
     train, val = split_validation(items, 2, seed=7)
     assert (train, val) == split_validation(items, 2, seed=7)
     assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == sorted(items)
@@ -62,7 +62,7 @@ def test_validation_split_is_fixed_disjoint_and_complete(folder: Path) -> None:
 
 
 def test_store_decodes_once_and_knows_sizes(folder: Path) -> None:
-    paths = [p for p, _ in list_images([folder])]
+    paths = [p for p, _ in keyed_images([folder])]
     cached, lazy = ImageStore(paths), ImageStore(paths, cache=False)
     assert cached[1].dtype == np.uint8 and cached[1].shape == (48, 40, 3)
     assert np.array_equal(cached[1], lazy[1])
@@ -102,7 +102,7 @@ def test_keys_from_continues_into_the_next_epoch() -> None:
 
 
 def test_pairs_are_reproducible_crops_degraded_by_the_preset(folder: Path) -> None:
-    store = ImageStore([p for p, _ in list_images([folder])])
+    store = ImageStore([p for p, _ in keyed_images([folder])])
     dataset = PairDataset(store, create_preset("sr-x4"), augment="none")
     key = (2, 32, (0, 0, 0, 5))
     lq, hq = dataset[key]
@@ -122,7 +122,7 @@ def test_pairs_are_reproducible_crops_degraded_by_the_preset(folder: Path) -> No
 
 
 def test_same_size_presets_keep_the_crop_size(folder: Path) -> None:
-    store = ImageStore([p for p, _ in list_images([folder])])
+    store = ImageStore([p for p, _ in keyed_images([folder])])
     lq, hq = PairDataset(store, create_preset("restore-x1"), augment="dihedral")[(1, 32, (1,))]
     assert lq.shape == hq.shape == (32, 32, 3)
 
@@ -154,7 +154,7 @@ def test_with_boxes_the_mask_covers_the_pixels_the_watermark_changed(tmp_path: P
 
 
 def test_degrade_photo_crops_the_degraded_whole_photo(folder: Path) -> None:
-    store = ImageStore([p for p, _ in list_images([folder])])
+    store = ImageStore([p for p, _ in keyed_images([folder])])
     dataset = PairDataset(store, create_preset("sr-x4"), augment="none", degrade_photo=True)
     lq, hq = dataset[(2, 16, (0, 7))]
     assert lq.shape == (4, 4, 3) and hq.shape == (16, 16, 3)
@@ -184,7 +184,7 @@ def test_degrade_photo_sizes_the_text_to_the_photo_and_box_crops_find_it(tmp_pat
 
 
 def test_iterate_batches_in_process_thread_and_workers_agree(folder: Path) -> None:
-    store = ImageStore([p for p, _ in list_images([folder])])
+    store = ImageStore([p for p, _ in keyed_images([folder])])
     dataset = PairDataset(store, create_preset("sr-x4"), augment="dihedral")
     p = plan(images=tuple(store.eligible(32)), batch=2)
     results = []
@@ -216,7 +216,7 @@ def test_prefetcher_passes_errors_through_and_stops() -> None:
 
 
 def test_validation_pairs_are_fixed_and_modcropped(folder: Path) -> None:
-    items = list_images([folder])[1:3]
+    items = keyed_images([folder])[1:3]
     pipeline = create_preset("restore-x4")
     first, second = build_validation(items, pipeline, seed=0), build_validation(items, pipeline, seed=0)
     assert first.names == ["photos/1.png", "photos/2.png"] and first.scale == 4

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SampleKey = tuple[int, int, tuple[int, ...]]
 
 
-def list_images(folders: Sequence[str | Path]) -> list[tuple[Path, str]]:
+def keyed_images(folders: Sequence[str | Path]) -> list[tuple[Path, str]]:
     """Images under each folder (recursive), as (path, key) sorted by key; key = folder name / relative path.
 
     The folder's name in the key keeps two folders' `0001.png` apart and ties each key to its data set.

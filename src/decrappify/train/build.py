@@ -26,7 +26,7 @@ from decrappify.data.pairs import (
     ValidationSet,
     build_validation,
     collate_pairs,
-    list_images,
+    keyed_images,
     split_validation,
 )
 from decrappify.errors import ConfigError
@@ -55,9 +55,9 @@ def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
     if not data.paths:
         raise ConfigError("no training data: pass --data DIR (or set data.paths in the config)")
     pipeline = create_preset(data.preset)
-    items = list_images(data.paths)
+    items = keyed_images(data.paths)
     if data.val_paths:
-        train_items, val_items = items, list_images(data.val_paths)
+        train_items, val_items = items, keyed_images(data.val_paths)
     else:
         train_items, val_items = split_validation(items, data.val_size, config.seed)
     store = ImageStore([path for path, _ in train_items], cache=data.cache)
