@@ -35,7 +35,7 @@ def test_evaluate_writes_table_json_and_report(clean_dir: Path, tmp_path: Path, 
     stdout = capsys.readouterr().out
     assert "sr-x4 on clean: 3 images, x4" in stdout and "| bicubic | " in stdout
     data = json.loads(out_json.read_text())
-    assert set(data) == {"task", "dataset", "scale", "results", "images"} and data["scale"] == 4
+    assert set(data) == {"task", "dataset", "scale", "results", "images", "truth"} and data["scale"] == 4
     assert [row["method"] for row in data["results"]] == ["bicubic"]
     assert (report / "index.html").is_file() and len(list(report.glob("*.png"))) == 3 * 3
 

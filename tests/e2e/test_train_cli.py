@@ -63,7 +63,7 @@ def test_the_model_file_records_how_it_was_trained(photos: Path, tmp_path: Path)
     config, info = read_model_metadata(out / "model.safetensors")
     assert config == {"arch": "compact", "scale": 4, "widths": [8, 8, 8], "blocks": [1, 1, 1]}
     assert (
-        info["task"] == "sr-x4" and info["name"] == "sr-x4" and info["command"].startswith("decrappify train")
+        info["task"] == "sr-x4" and info["name"] == "run" and info["command"].startswith("decrappify train")
     )
     assert info["train_seconds"] >= 0 and "psnr_y" in info["metrics"]
 
@@ -134,7 +134,9 @@ def test_lr_find_prints_suggestions_and_writes_the_curve(photos: Path, tmp_path:
     assert main([*argv, "data.crops_per_image=10"]) == 0
     printed = capsys.readouterr().out
     assert "steepest descent: lr = " in printed and "minimum / 10:" in printed
+    assert "suggested:        lr = " in printed and "valley rule" in printed
     assert (out / "lr_find.csv").read_text().startswith("lr,loss\n")
+    assert (out / "lr_find.png").read_bytes().startswith(b"\x89PNG")
     assert not (out / "checkpoints").exists()
 
 

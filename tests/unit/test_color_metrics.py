@@ -139,11 +139,12 @@ def test_colorize_evaluation_reports_colour_and_perceptual_columns(
     assert "| VGG dist | colourfulness | a*b* error |" in table and "not LPIPS" in table
     assert "colourfulness of the truth" in table
     page = write_report(result, tmp_path / "report").read_text()
-    assert "<th>perceptual</th><th>colourfulness</th><th>ab_error</th>" in page and "not LPIPS" in page
+    assert "<th>VGG distance</th><th>colourfulness</th><th>a*b* error</th>" in page and "not LPIPS" in page
 
 
 def test_other_tasks_have_no_colour_columns_and_perceptual_can_be_off(photo_dir) -> None:
-    result = evaluate(photo_dir, "restore-x1", [], perceptual=False, keep_crops=False)
+    result = evaluate(photo_dir, "restore-x1", [], perceptual=False, keep_crops=False, no_reference=False,
+                      text_detection=False)  # fmt: skip
     data = result.to_dict()
     assert set(data) == {"task", "dataset", "scale", "results", "images"}
     (row,) = data["results"]

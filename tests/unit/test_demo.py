@@ -68,7 +68,7 @@ def test_main_page_links_and_embeds_every_task(shown: demo_module.DemoResult) ->
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert len(sources) == 2 * 4 * 4  # two tasks, four photos, input / baseline / model / truth
     assert all((out / src).is_file() for src in sources)
-    for caption in ("input (x4 nearest)", "bicubic", "tiny-restore-x4", "input (x1 nearest)", "truth"):
+    for caption in ("input (1/4 size)", "bicubic", "tiny-restore-x4", "input", "truth"):
         assert f'alt="{caption}"' in page
     assert not (out / "000-00-input.png").exists()  # stale crops from an earlier page are gone
 

@@ -114,4 +114,4 @@ def test_models_lists_the_ensemble_a_file_runs_as(flip_model_file: Path, capsys,
     monkeypatch.setattr("decrappify.inference.zoo.MODELS_DIR", flip_model_file.parent)
     assert main(["models"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny-flip |"))
-    assert row.split(" | ")[4] == "flip self-ensemble"
+    assert row.split(" | ")[5] == "flip self-ensemble"  # after name, what it does, task, scale, size

@@ -19,9 +19,10 @@ from decrappify.evaluation.results import EvaluationResult
 from decrappify.tasks import TASKS
 
 PEER_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "peers" / "ESPCN_x4.pb"
+QUALITY_KEYS = {"niqe", "brisque", "hf_ratio", "periodic_artifact", "text_boxes_detected"}
 RESULT_KEYS = {"method", "psnr_y", "ssim_y", "psnr_rgb", "psnr_watermark", "seconds", "megapixels_per_second",
-               "perceptual", "colourfulness", "ab_error"}  # fmt: skip
-OPTIONAL_KEYS = {"psnr_watermark", "perceptual", "colourfulness", "ab_error"}  # null when not measured
+               "perceptual", "colourfulness", "ab_error", *QUALITY_KEYS}  # fmt: skip
+OPTIONAL_KEYS = {"psnr_watermark", "perceptual", "colourfulness", "ab_error", *QUALITY_KEYS}  # null if not measured
 
 
 def _synthetic(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -111,7 +112,8 @@ def test_scale_one_baseline_is_the_input_itself(clean_dir: Path, task: str) -> N
 def test_json_has_exactly_the_documented_schema(clean_dir: Path, tmp_path: Path) -> None:
     result = evaluate(clean_dir, "sr-x4", [Grey(4)], keep_crops=False)
     data = json.loads(write_json(result, tmp_path / "out" / "scores.json").read_text())
-    assert set(data) == {"task", "dataset", "scale", "results", "images"}
+    assert set(data) == {"task", "dataset", "scale", "results", "images", "truth"}
+    assert set(data["truth"]) == {"brisque"}  # NIQE needs 96 px patches; no watermark, no text detection
     assert (data["task"], data["dataset"], data["scale"]) == ("sr-x4", "clean", 4)
     for row in data["results"]:
         assert set(row) == RESULT_KEYS
@@ -128,7 +130,7 @@ def test_markdown_has_a_row_per_method(clean_dir: Path) -> None:
     table = evaluate(clean_dir, "sr-x4", [Grey(4)], keep_crops=False).to_markdown()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[0].startswith("| method | PSNR_Y (dB) | SSIM_Y | PSNR_RGB (dB) |")
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["bicubic", "grey"]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["bicubic", "grey", "truth"]  # truth: its BRISQUE
     assert "watermark" not in table and "3 images, x4" in table
 
 

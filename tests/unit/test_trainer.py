@@ -114,6 +114,7 @@ def test_lr_finder_suggests_a_rate_below_divergence() -> None:
     result = lr_find(step, lr_sweep(1e-4, 10.0, 60))
     assert len(result.lrs) < 60  # stopped when the loss blew up (lr > 1 diverges on w^2)
     assert 1e-3 < result.steepest < 1.0 and result.min_div10 < 1.0
+    assert 1e-3 < result.suggested < 1.0 and result.suggested == result.valley
     assert result.to_csv().startswith("lr,loss\n")
 
 

@@ -40,19 +40,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="decrappify",
         description="Train and run image-restoration models: upscaling, JPEG and watermark removal, colourisation.",
     )
-    parser.add_argument("--version", action="version", version=f"decrappify {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars"
-    )
+    _add_global_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name, summary in COMMAND_HELP.items():
         if name == command:
-            importlib.import_module(f"decrappify.cli.{name}").add_parser(subparsers)
+            sub = importlib.import_module(f"decrappify.cli.{name}").add_parser(subparsers)
+            # Also after the subcommand (`restore x.jpg -o out --debug`); SUPPRESS: absent there, the value
+            # given before the subcommand (or False) stands.
+            _add_global_options(sub, default=argparse.SUPPRESS)
         else:
             subparsers.add_parser(name, help=summary, description=summary)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """`--version`, `--debug` and `-q`, accepted before the subcommand and anywhere after it."""
+    parser.add_argument("--version", action="version", version=f"decrappify {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show full tracebacks and debug logging"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only warnings and errors; no progress bars"
+    )
 
 
 def requested_command(argv: Sequence[str]) -> str | None:
@@ -61,8 +71,18 @@ def requested_command(argv: Sequence[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
+def _worker_rank() -> int:
+    """This process's rank under torchrun (`RANK`), 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    if _worker_rank() > 0 and not debug:
+        level = logging.WARNING  # under torchrun every rank runs this: rank 0 tells the story, once
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
@@ -113,12 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         if args.debug:
             raise
-        print(f"decrappify {args.command}: error: {error}", file=sys.stderr)
+        if _worker_rank() == 0:  # a usage error is the same on every torchrun rank: said once
+            print(f"decrappify {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except DecrappifyError as error:
         if args.debug:
             raise
-        print(f"decrappify {args.command}: error: {error}", file=sys.stderr)
+        if _worker_rank() == 0:  # every rank reads the same config and data, so rank 0 has the same error
+            print(f"decrappify {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"decrappify {args.command}: interrupted", file=sys.stderr)

@@ -16,8 +16,12 @@ from decrappify.inference.benchmark import (
     parse_size,
 )
 from decrappify.inference.ensemble import ENSEMBLES
+from decrappify.inference.realesrgan import LABEL as REALESRGAN_LABEL
+from decrappify.inference.realesrgan import is_realesrgan, load_realesrgan
+from decrappify.inference.runners import load_runner
 from decrappify.inference.zoo import DEFAULT_MODEL, resolve_model
 from decrappify.io.atomic import atomic_write_text
+from decrappify.io.model_metadata import is_onnx_file
 from decrappify.nn.models import ARCHS, create_model
 from decrappify.weights import load_model
 
@@ -39,7 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--model", metavar="NAME|PATH", help=f"shipped model name or model file ({DEFAULT_MODEL})"
+        "--model",
+        metavar="NAME|PATH",
+        help=f"shipped model name, model file, or realesrgan-x4plus (the peer; decrappify[bench]) ({DEFAULT_MODEL})",
     )
     which.add_argument(
         "--arch",
@@ -91,12 +97,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
+    """(model, config, info, name, ONNX graph or None) of what --arch or --model names."""
     if args.arch:
         config = {"arch": args.arch}
-        return create_model(config), config, {}, f"{args.arch} (untrained, default settings)"
+        return create_model(config), config, {}, f"{args.arch} (untrained, default settings)", None
+    if args.model and is_realesrgan(args.model):  # the peer, converted in memory from its ncnn files
+        model, config, info = load_realesrgan()
+        return model, config, info, REALESRGAN_LABEL, None
     path = resolve_model(args.model or DEFAULT_MODEL)
+    if is_onnx_file(path):  # known by its content, whatever its name; its metadata holds the architecture
+        loaded = load_runner(path, backend="onnx", precision="fp32")
+        model = create_model(loaded.config)  # the architecture only: FLOPs, and torch rows if asked for
+        name = str(loaded.info.get("name") or path.stem)
+        return model, loaded.config, loaded.info, f"{name} (ONNX file)", path.read_bytes()
     model, config, info = load_model(path)
-    return model, config, info, str(info.get("name") or path.stem)
+    return model, config, info, str(info.get("name") or path.stem), None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,19 +120,23 @@ def run(args: argparse.Namespace) -> int:
     variants = args.variants or list(DEFAULT_VARIANTS)
     if "all" in variants:
         variants = [*TORCH_VARIANTS, *ONNX_VARIANTS]
-    model, config, info, name = _load(args)
+    model, config, info, name, graph = _load(args)
+    backends = args.backends or (["onnx"] if graph is not None else ["torch", "onnx"])
+    if graph is not None and "torch" in backends:
+        log.warning("an ONNX file holds no PyTorch weights: the torch rows time its architecture, untrained")
     result = benchmark(
         model,
         name=name,
         config=config,
         info=info,
         sizes=[parse_size(text) for text in args.sizes or ["512x512"]],
-        backends=args.backends or ["torch", "onnx"],
+        backends=backends,
         variants=variants,
         threads=args.threads or [None],
         repeats=args.repeats,
         warmup=args.warmup,
         ensemble=args.ensemble,
+        onnx_graph=graph,
     )
     print(result.to_markdown(), end="")
     if args.json:

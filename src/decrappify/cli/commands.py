@@ -16,5 +16,5 @@ COMMAND_HELP: dict[str, str] = {
     "restore": "restore pictures (upscale, remove JPEG artefacts and watermarks, colourise) with a model",
     "export": "export a model to ONNX (dynamic height and width) for ONNX Runtime and other runtimes",
     "benchmark": "measure restoration speed per backend (PyTorch, ONNX Runtime) against this machine's peak",
-    "models": "list the shipped models (name, task, scale, size, default self-ensemble, metrics)",
+    "models": "list the shipped models (name, what it does, task, scale, size, default self-ensemble, metrics)",
 }

@@ -65,7 +65,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write the clean counterparts (resized, cropped to a multiple of the scale) as PNG under DIR",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave images an earlier run with the same preset, seed and size finished (checked before any "
+        "work) and make the rest, e.g. after adding photos or stopping a run",
+    )
     add_max_pixels(parser)
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     parser.set_defaults(handler=run)
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         hq_dir=Path(args.hq_dir) if args.hq_dir else None,
         max_pixels=args.max_pixels,
         overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
         quiet=args.quiet,
     )
     log.info("crappify: %s; wrote %s", report.summary(), dst / MANIFEST_NAME)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from decrappify.cli.options import add_precision
+from decrappify.errors import ConfigError, OutputError
 from decrappify.evaluation.evaluate import evaluate
+from decrappify.evaluation.methods import split_label
 from decrappify.evaluation.perceptual import PerceptualDistance
 from decrappify.evaluation.report import write_json, write_report
 from decrappify.inference.ensemble import ENSEMBLES
+from decrappify.inference.realesrgan import is_realesrgan
+from decrappify.inference.zoo import resolve_model
+from decrappify.io.model_metadata import is_onnx_file, read_model_metadata
 from decrappify.tasks import TASKS
 from decrappify.weights import VGG_WEIGHTS_ENV
 
@@ -23,20 +29,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Degrade every clean image in DATA_DIR with the task's preset (fixed seed, the same input for every "
             "method), run each method and score it against the clean image: PSNR and SSIM on the BT.601 Y "
-            "channel with a border of `scale` pixels cropped, PSNR on RGB, PSNR inside watermark boxes, and "
-            "speed. The baseline is always included: 'bicubic' (Pillow BICUBIC) for upscaling tasks, 'input' "
+            "channel with a border of `scale` pixels cropped, PSNR on RGB, PSNR inside watermark boxes, "
+            "NIQE and BRISQUE (no-reference; also for the truth), high-frequency and 2/4 px periodic power over "
+            "the truth's, the share of watermark boxes where text is still detected, and speed. The baseline is "
+            "always included: 'bicubic' (Pillow BICUBIC) for upscaling tasks, 'input' "
             "(the degraded input as is) for x1 tasks. Prints a markdown table."
         ),
     )
     parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of clean images (searched recursively)")
-    parser.add_argument("--task", required=True, help=f"degradation and scale: one of {', '.join(TASKS)}")
+    parser.add_argument(
+        "--task",
+        help=f"degradation and scale: one of {', '.join(TASKS)} (default: the task the --model files were "
+        "trained for, when they agree)",
+    )
     parser.add_argument(
         "--model",
         dest="models",
         action="append",
         default=[],
         metavar="[LABEL=]NAME|PATH",
-        help="a shipped model name, a model file, or 'bicubic' (always included); repeatable. LABEL names its "
+        help="a shipped model name, a model file, 'realesrgan-x4plus' (the peer; needs decrappify[bench]), or "
+        "'bicubic' (always included); repeatable. LABEL names its "
         "row (default: the name stored in the model file)",
     )
     parser.add_argument(
@@ -46,6 +59,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", metavar="FILE", help="write the summary as JSON to FILE")
     parser.add_argument("--report", metavar="DIR", help="write an HTML page of side-by-side crops to DIR")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --report page"
+    )
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
     parser.add_argument(
         "--no-perceptual",
@@ -54,6 +70,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="skip the VGG perceptual distance (scored when --vgg-weights or $DECRAPPIFY_VGG_WEIGHTS names VGG16 "
         "weights; one VGG16 pass per image and method, the slowest part of an evaluation on a CPU)",
+    )
+    parser.add_argument(
+        "--no-quality",
+        dest="no_reference",
+        action="store_false",
+        default=None,
+        help="skip NIQE, BRISQUE, the HF ratio and the periodic-artefact ratio (scored by default; BRISQUE when "
+        "the brisque package is installed)",
+    )
+    parser.add_argument(
+        "--no-text-detection",
+        dest="text_detection",
+        action="store_false",
+        default=None,
+        help="skip the share of watermark boxes where text is still detected (scored for watermark tasks when "
+        "rapidocr-onnxruntime and onnxruntime are installed; a detector pass per image and method)",
     )
     parser.add_argument(
         "--vgg-weights",
@@ -74,7 +106,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _task_of_models(specs: list[str]) -> str:
+    """The task every named model file records (shipped and trained ones do); `ConfigError` when they do not
+    agree, or none names one, so `--task` is needed."""
+    tasks = {}
+    for spec in specs:
+        _, target = split_label(spec)
+        if target.lower() in ("bicubic", "input") or is_realesrgan(target):  # peers: any x4 task
+            continue
+        try:
+            path = resolve_model(target)
+        except ConfigError:  # not a file or shipped name (a peer such as realesrgan-x4plus): no task to read
+            tasks[target] = None
+            continue
+        task = None if is_onnx_file(path) else read_model_metadata(path)[1].get("task")
+        tasks[target] = task if task in TASKS else None
+    found = set(tasks.values())
+    if len(found) == 1 and None not in found:
+        return found.pop()
+    known = ", ".join(f"{target}: {task or 'unknown'}" for target, task in tasks.items()) or "no model given"
+    raise ConfigError(f"--task is needed ({known}); choose one of: {', '.join(TASKS)}")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """`OutputError` for an earlier --report page, unless --overwrite (a page and its crops are a result one
+    looks at and may have shared; the --json file is data, replaced like a log)."""
+    page = Path(args.report) / "index.html" if args.report else None
+    if page is not None and page.exists() and not args.overwrite:
+        raise OutputError(page, "already exists: an earlier report; use --overwrite to replace it")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_outputs(args)  # before the work, not after it
+    if args.task is None:
+        args.task = _task_of_models(args.models)
+        log.info("task %s (from the model files)", args.task)
     perceptual = args.perceptual  # None: scored when $DECRAPPIFY_VGG_WEIGHTS names a file; False: off
     if perceptual is None and args.vgg_weights:
         perceptual = PerceptualDistance.from_weights(args.vgg_weights)
@@ -89,12 +155,14 @@ def run(args: argparse.Namespace) -> int:
         perceptual=perceptual,
         ensemble=args.ensemble,
         precision=args.precision,
+        no_reference=args.no_reference,
+        text_detection=args.text_detection,
     )
     print(result.to_markdown(), end="")
     if args.json:
         log.info("wrote %s", write_json(result, args.json))
     if args.report:
-        log.info("wrote %s", write_report(result, args.report))
+        log.info("wrote %s", write_report(result, args.report, overwrite=args.overwrite))
     if result.failed:
         log.warning("%d of %d images skipped", len(result.failed), len(result.failed) + len(result.images))
         return 1

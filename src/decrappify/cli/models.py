@@ -10,7 +10,7 @@ from decrappify.inference.zoo import MODELS_DIR, list_models
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "models",
-        help="list the shipped models (name, task, scale, size, default self-ensemble, metrics)",
+        help="list the shipped models (name, what it does, task, scale, size, default self-ensemble, metrics)",
         description="List the models installed with decrappify, usable by name with --model.",
     )
     parser.set_defaults(handler=run)
@@ -21,16 +21,22 @@ def _metrics(metrics: dict) -> str:
     return ", ".join(f"{key} {value}" for key, value in sorted(metrics.items())) or "-"
 
 
+def _what_it_does(description: str) -> str:
+    """The description's first clause (the rest says how it was built): "clean x4 super-resolution (...)"."""
+    return description.split(";")[0].strip() or "-"
+
+
 def run(args: argparse.Namespace) -> int:
     entries = list_models()
     lines = [
-        "| name | task | scale | size | runs as | metrics |",
-        "| --- | --- | ---: | ---: | --- | --- |",
+        "| name | what it does | task | scale | size | runs as | metrics |",
+        "| --- | --- | --- | ---: | ---: | --- | --- |",
     ]
     for entry in entries:
         runs_as = "plain model" if entry.ensemble == "none" else f"{entry.ensemble} self-ensemble"
         lines.append(
-            f"| {entry.name} | {entry.task} | x{entry.scale} | {entry.size_bytes / 1e6:.1f} MB | {runs_as} "
+            f"| {entry.name} | {_what_it_does(entry.description)} | {entry.task} | x{entry.scale} "
+            f"| {entry.size_bytes / 1e6:.1f} MB | {runs_as} "
             f"| {_metrics(entry.metrics)} |"
         )
     print("\n".join(lines))

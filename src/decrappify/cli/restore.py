@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from decrappify.cli.options import add_max_pixels, add_precision, add_threads, apply_threads
-from decrappify.errors import ConfigError
+from decrappify.errors import ConfigError, InputError
+from decrappify.inference.colour_check import COLOUR_PHOTO_SPREAD, has_real_colour
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.inference.memory import DEFAULT_MAX_OUTPUT_PIXELS
 from decrappify.inference.restorer import DEFAULT_TILE, Restorer
 from decrappify.inference.runners import BACKENDS, DEVICES
 from decrappify.inference.zoo import DEFAULT_MODEL
-from decrappify.io.images import WRITE_FORMATS, read_image, read_image_size, write_image
+from decrappify.io.images import WRITE_FORMATS, Picture, read_image, read_image_size, write_image
 from decrappify.io.jobs import BatchItem, collect_inputs, mark_shared_outputs, output_path, run_batch
+from decrappify.tasks import is_colour_task
 
 log = logging.getLogger("decrappify")
 
 FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
+#: What `--suffix` is without `-o`: results go next to their inputs and must not take their names.
+DEFAULT_SUFFIX = "_restored"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,28 +34,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="restore pictures (upscale, remove JPEG artefacts and watermarks, colourise) with a model",
         description=(
             "Restore every input with one model, loaded once. Inputs are files, folders (searched recursively; "
-            "the tree is mirrored under OUT_DIR) and glob patterns. Alpha, 16-bit depth, ICC profiles and EXIF "
-            "are kept; inputs are never modified or overwritten. Large pictures are processed in tiles (the "
-            "result matches the untiled one); when a tile does not fit in memory it is halved and retried. "
+            "the tree is mirrored under OUT_DIR, or results go next to their inputs without -o) and glob "
+            "patterns. An existing result fails its input before any work (--overwrite replaces it, "
+            "--skip-existing leaves it). Alpha, 16-bit depth, ICC profiles and EXIF "
+            "are kept; inputs are never modified or overwritten. Large pictures are processed in tiles, each "
+            "with --tile-overlap pixels of context: the result is close to the untiled one, not identical (a "
+            "few levels in 255 near tile edges; a larger --tile or --tile-overlap, or --tile 0, closes the "
+            "gap); when a tile does not fit in memory it is halved and retried. "
             "Before a picture is decoded, its output size and the memory it needs are checked. Two inputs "
             "whose results would have the same name are not both written: the later one fails. "
             "Exit status 1 if any input failed (all the others are still written)."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT_DIR",
+        help="folder for the results (default: next to each input, named with --suffix)",
+    )
+    parser.add_argument(
+        "--suffix",
+        default=None,
+        metavar="TEXT",
+        help=f"added to each result's name, photo.jpg -> photo{DEFAULT_SUFFIX}.jpg (default: none with -o, "
+        f"'{DEFAULT_SUFFIX}' without)",
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         metavar="NAME|PATH",
-        help=f"shipped model name or model file ({DEFAULT_MODEL})",
+        help=f"shipped model name, model file, or realesrgan-x4plus (the peer; decrappify[bench]) ({DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--tile",
         type=int,
         default=DEFAULT_TILE,
         metavar="N",
-        help=f"tile size in input pixels, 0 for none (default {DEFAULT_TILE}); memory grows with it",
+        help=f"tile size in input pixels, 0 for none (default {DEFAULT_TILE}); memory grows with it; smaller "
+        "tiles differ more from the untiled result near their edges",
     )
     parser.add_argument(
         "--tile-overlap",
@@ -75,7 +99,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--format", choices=tuple(FORMATS), default="keep", help="output format; keep = the input's (default)"
     )
     parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave inputs whose result already exists alone (checked before any work), e.g. to finish a "
+        "batch that was stopped",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="colourise pictures that already have colour (a colourisation model refuses them without it: it "
+        "keeps only their luminance, so their own colour would be lost)",
+    )
     add_max_pixels(parser)
     parser.add_argument(
         "--max-output-pixels",
@@ -117,12 +154,46 @@ def _suffix_for(item: BatchItem, fmt: str) -> str | None:
     return None if item.source.suffix.lower() in WRITE_FORMATS else ".png"
 
 
+def _target_for(item: BatchItem, args: argparse.Namespace) -> Path:
+    """Where an input's result goes: under `-o` (input tree mirrored) or beside the input, with `--suffix`."""
+    suffix = args.suffix if args.suffix is not None else ("" if args.output else DEFAULT_SUFFIX)
+    if args.output:
+        target = output_path(item, Path(args.output), _suffix_for(item, args.format))
+    else:
+        target = item.source.with_suffix(_suffix_for(item, args.format) or item.source.suffix)
+    return target.with_name(f"{target.stem}{suffix}{target.suffix}") if suffix else target
+
+
+def _split_existing(
+    items: list[BatchItem], args: argparse.Namespace
+) -> tuple[list[BatchItem], list[Path]]:
+    """Items to run, and the inputs skipped because their result exists (`--skip-existing`). Without
+    `--overwrite` an existing result fails its item here, before the model is even loaded."""
+    to_run, skipped = [], []
+    for item in items:
+        if item.problem is None and not args.overwrite and _target_for(item, args).exists():
+            if args.skip_existing:
+                skipped.append(item.source)
+                continue
+            reason = f"result {_target_for(item, args)} already exists (--overwrite replaces, --skip-existing skips)"
+            item = BatchItem(item.source, item.relative, reason)
+        to_run.append(item)
+    return to_run, skipped
+
+
 def run(args: argparse.Namespace) -> int:
     if args.max_output_pixels < 1:
         raise ConfigError(f"--max-output-pixels: must be at least 1, got {args.max_output_pixels}")
-    out_dir = Path(args.output)
     items = collect_inputs(args.inputs)
-    items = mark_shared_outputs(items, lambda item: output_path(item, out_dir, _suffix_for(item, args.format)))
+    items = mark_shared_outputs(items, lambda item: _target_for(item, args))
+    items, skipped = _split_existing(items, args)
+    if skipped:
+        log.info("skipping %d input(s) whose result already exists", len(skipped))
+    if not any(item.problem is None for item in items):
+        report = run_batch(items, _never_called, desc="restore", quiet=args.quiet)
+        report.skipped = skipped
+        log.info("%s", report.summary())
+        return report.exit_code
     apply_threads(args.threads)
     restorer = Restorer.from_pretrained(
         args.model,
@@ -143,9 +214,10 @@ def run(args: argparse.Namespace) -> int:
         restorer.precision_note,
     )
     inputs = {item.source.resolve(): item.source for item in items if item.problem is None}
+    colourise = is_colour_task(restorer.task)
 
     def job(item: BatchItem) -> Path:
-        target = output_path(item, out_dir, _suffix_for(item, args.format))
+        target = _target_for(item, args)
         protect = [item.source]
         other = inputs.get(target.resolve())
         if other is not None:
@@ -159,9 +231,54 @@ def run(args: argparse.Namespace) -> int:
             max_memory_bytes=args.max_memory,
         )
         picture = read_image(item.source, max_pixels=args.max_pixels)
-        restored = restorer.restore(picture)
+        if colourise:
+            _check_not_in_colour(picture, item.source, force=args.force)
+        restored = restorer.restore(picture, on_tile=None if args.quiet else _TileProgress(item.source.name))
         return write_image(restored, target, overwrite=args.overwrite, quality=args.quality, protect=protect)
 
     report = run_batch(items, job, desc="restore", quiet=args.quiet)
-    log.info("%s; results in %s", report.summary(), out_dir)
+    report.skipped = skipped
+    where = f"; results in {args.output}" if report.done and args.output else ""
+    log.info("%s%s", report.summary(), where)
     return report.exit_code
+
+
+class _TileProgress:
+    """`on_tile` for one picture: a progress bar of its tiles (on a terminal), under the batch's bar of
+    pictures, so that one large picture does not sit at "0/1" with no sign of life."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 1:
+            return
+        if self.bar is None or self.bar.total != total:  # the first tile, or a retry with smaller tiles
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, desc=f"{self.name}: tiles", unit="tile", leave=False, position=1,
+                            file=sys.stderr, disable=None)  # fmt: skip
+        self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
+
+
+def _check_not_in_colour(picture: Picture, source: Path, *, force: bool) -> None:
+    """A colour photo given to a colourisation model: refused (`InputError`), or with `force` a warning."""
+    if picture.grayscale:
+        return
+    in_colour, spread = has_real_colour(picture.rgb)
+    if not in_colour:
+        return
+    reason = (
+        f"already in colour (colour spread {spread:.1f} > {COLOUR_PHOTO_SPREAD:g}): colourising keeps only its "
+        "luminance and would replace its colour with the model's guess"
+    )
+    if not force:
+        raise InputError(source, f"{reason}; --force colourises it anyway")
+    log.warning("%s: %s (--force: colourised anyway)", source, reason)
+
+
+def _never_called(item: BatchItem) -> Path:
+    raise AssertionError(f"{item.source}: every item has a problem, so no job runs")

@@ -44,6 +44,7 @@ def crappify_folder(
     hq_dir: Path | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
+    skip_existing: bool = False,
     quiet: bool = False,
 ) -> BatchReport:
     """Degrade every image under `src` into PNGs under `dst` (clean pairs under `hq_dir`), then the manifest.
@@ -51,16 +52,24 @@ def crappify_folder(
     `ConfigError` (naming the command's options, where these values come from) for an unknown preset, a bad
     number or an output folder inside `src`; `OutputError` before any work if outputs exist and not
     `overwrite`. An image that fails is reported in the returned `BatchReport` and left out of the manifest;
-    the rest are written.
+    the rest are written. `skip_existing`: an image whose outputs exist and which the earlier run's manifest
+    records (same preset, seed and size, else `ConfigError`) is left alone and keeps its manifest entry; the
+    others are made (degradation is seeded per image, so a redone image is the same bytes).
     """
     pipeline = create_preset(preset)
     _check_numbers(seed, workers, size, max_pixels)
     check_folders(src, dst, hq_dir)
-    items = plan_outputs(collect_inputs([src]), dst, hq_dir, overwrite)
+    items = collect_inputs([src])
+    kept: dict[str, dict[str, Any]] = {}
+    if skip_existing and not overwrite:
+        items, kept = _skip_done(items, dst, hq_dir, {"preset": preset, "seed": seed, "size": size})
+        overwrite = True  # what is left was not finished: a partial output of a stopped run is replaced
+    items = plan_outputs(items, dst, hq_dir, overwrite)
     with tempfile.TemporaryDirectory(prefix="decrappify-crappify-") as records:
         job = CrappifyJob(pipeline, seed, dst, Path(records), hq_dir, size, max_pixels, overwrite)
         report = run_batch(items, job, workers=workers, desc="crappify", quiet=quiet)
-        images = _collect_records(items, report.failed, Path(records))
+        images = {**kept, **_collect_records(items, report.failed, Path(records))}
+    report.skipped = [src / key for key in kept]
     manifest = {
         "decrappify": __version__,
         "preset": preset,
@@ -115,6 +124,31 @@ class CrappifyJob:
     def _write(self, image: Image.Image, path: Path, icc: bytes | None, source: Path) -> None:
         picture = dataclasses.replace(picture_from_pil(image), icc_profile=icc)
         write_image(picture, path, overwrite=self.overwrite, protect=(source,))
+
+
+def _skip_done(
+    items: list[BatchItem], dst: Path, hq_dir: Path | None, settings: dict[str, Any]
+) -> tuple[list[BatchItem], dict[str, dict[str, Any]]]:
+    """The items still to make, and the manifest entries of those an earlier run finished (`skip_existing`)."""
+    if not (dst / MANIFEST_NAME).exists():
+        return items, {}
+    manifest = read_manifest(dst)
+    for key, value in settings.items():
+        if manifest.get(key) != value:
+            raise ConfigError(
+                f"--skip-existing: {dst / MANIFEST_NAME} was made with {key}={manifest.get(key)!r}, not "
+                f"{value!r}; use the same settings, another DST, or --overwrite"
+            )
+    todo, kept = [], {}
+    for item in items:
+        key = item.relative.with_suffix(".png").as_posix()
+        folders = [folder for folder in (dst, hq_dir) if folder is not None]
+        done = all(output_path(item, folder, ".png").exists() for folder in folders)
+        if item.problem is None and done and key in manifest["images"]:
+            kept[key] = manifest["images"][key]
+        else:
+            todo.append(item)
+    return todo, kept
 
 
 def check_folders(src: Path, dst: Path, hq_dir: Path | None) -> None:

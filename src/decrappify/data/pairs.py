@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,14 @@ def keyed_images(folders: Sequence[str | Path]) -> list[tuple[Path, str]]:
     for folder in map(Path, folders):
         found += [(path, f"{folder.name}/{relative}") for path, relative in images_in_folder(folder)]
     return sorted(found, key=lambda item: item[1])
+
+
+def validation_count(num_images: int, size: int, fraction: float) -> int:
+    """How many of `num_images` training images to hold out: `size`, but at most `fraction` of them (a small
+    folder shrinks it), and at least one while there are two images or more (0 when `size` is 0)."""
+    if size <= 0 or num_images < 2:
+        return 0
+    return max(1, min(size, math.floor(num_images * fraction)))
 
 
 def split_validation(

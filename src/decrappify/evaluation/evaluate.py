@@ -10,6 +10,12 @@ distance (`perceptual.py`: an unweighted LPIPS-style distance on VGG16 features,
 without them that column is null. For `colorize`, colourfulness (Hasler & Suesstrunk) and the mean CIELAB a*b*
 error are added, and the truth's own colourfulness is reported for reference.
 
+None of those judges a picture that looks real, so every output also gets (`quality.py`, `text_detection.py`):
+NIQE and BRISQUE (no-reference; also scored on the truth, the level to reach), the high-frequency power and the
+power at 2 and 4 px periods, each over the truth's, and for watermark presets the share of watermark boxes
+where an offline text detector still finds text (also on the degraded input and the truth). BRISQUE and the
+text detector need optional packages: by default they are scored when installed (see `evaluate`).
+
 Methods, in the order the table lists them:
 - the baseline, always present: `bicubic` (Pillow BICUBIC upscaling of the degraded input) for scale > 1, and
   `input` (the degraded input itself, unchanged) for scale 1, where "bicubic" would be the identity anyway;
@@ -33,10 +39,10 @@ from tqdm import tqdm
 
 from decrappify.data import degrade
 from decrappify.errors import DecrappifyError, InputError
-from decrappify.evaluation import metrics
+from decrappify.evaluation import metrics, quality, text_detection
 from decrappify.evaluation.methods import Method, create_methods, to_uint8
 from decrappify.evaluation.perceptual import PerceptualDistance, default_perceptual
-from decrappify.evaluation.results import Box, EvaluationResult, ImageRecord, Scores
+from decrappify.evaluation.results import Box, EvaluationResult, ImageRecord, Reference, Scores
 from decrappify.io.images import picture_to_pil, read_image
 from decrappify.io.listing import images_in_folder
 from decrappify.tasks import check_task, is_colour_task
@@ -67,6 +73,8 @@ def evaluate(
     perceptual: PerceptualDistance | bool | None = None,
     ensemble: str | None = None,
     precision: str = "fp32",
+    no_reference: bool | None = None,
+    text_detection: bool | None = None,
 ) -> EvaluationResult:
     """Degrade every image under `data_dir` with `task`'s preset and score the baseline, peers and `methods`.
 
@@ -75,7 +83,10 @@ def evaluate(
     distance when the default weights exist, False never, True requires them (`WeightsError`), or a ready
     `PerceptualDistance`. `ensemble`: run every named model as that self-ensemble (None: as its file says;
     `decrappify.inference.ensemble`). `precision`: the number format our models run in ("fp32", "bf16" or
-    "auto"; `decrappify.inference.precision`).
+    "auto"; `decrappify.inference.precision`). `no_reference`: NIQE, BRISQUE, HF ratio and periodic
+    artefacts; None scores them all (BRISQUE only when its model package is installed), False none, True all
+    (`ConfigError` naming the package when BRISQUE's is missing). `text_detection`: for watermark presets,
+    None detects text when the detector is installed, False never, True requires it.
     """
     pipeline = degrade.create_preset(check_task(task))
     scale = int(pipeline.scale)
@@ -84,11 +95,12 @@ def evaluate(
     _warm_up(chosen)
     distance = resolve_perceptual(perceptual)
     colour = is_colour_task(task)
+    scoring = resolve_quality(no_reference, text_detection)
     result = EvaluationResult(task, Path(data_dir).resolve().name, scale, [m.name for m in chosen], [])
     for path, relative in tqdm(images, desc=f"evaluate {task}", unit="img", disable=not progress):
         try:
             record = evaluate_image(path, relative, pipeline, chosen, seed, keep_crops=keep_crops,
-                                    perceptual=distance, colour=colour)  # fmt: skip
+                                    perceptual=distance, colour=colour, quality=scoring)  # fmt: skip
         except DecrappifyError as error:
             reason = error.reason if isinstance(error, InputError) and error.path == path else str(error)
             log.warning("skipped %s: %s", path, reason)
@@ -110,10 +122,12 @@ def evaluate_image(
     keep_crops: bool = True,
     perceptual: PerceptualDistance | None = None,
     colour: bool = False,
+    quality: QualityScoring | None = None,
 ) -> ImageRecord:
     """Degrade one clean image once, run and score every method on it; `InputError` if it cannot be scored.
 
-    `perceptual` adds the VGG distance, `colour` colourfulness and a*b* error (and the truth's colourfulness).
+    `perceptual` adds the VGG distance, `colour` colourfulness and a*b* error (and the truth's colourfulness),
+    `quality` the no-reference, spectral and text scores it names (and the truth's and input's).
     """
     scale = int(pipeline.scale)
     picture = read_image(path)
@@ -133,6 +147,9 @@ def evaluate_image(
     reference = perceptual.reference(hq, scale) if perceptual is not None else None
     if colour:
         record.truth_colourfulness = metrics.colourfulness(hq)
+    if quality is not None:
+        record.truth = quality.reference(hq, boxes)
+        record.input = quality.reference(lq, degraded.boxes, naturalness=False)
     for method in methods:
         started = time.perf_counter()
         out = method(lq)
@@ -147,6 +164,8 @@ def evaluate_image(
         if colour:
             scores = dataclasses.replace(scores, colourfulness=metrics.colourfulness(pred_float),
                                          ab_error=metrics.ab_error(pred_float, hq, scale))  # fmt: skip
+        if quality is not None:
+            scores = dataclasses.replace(scores, **quality.scores(pred_float, hq, boxes))
         record.scores[method.name] = scores
         if keep_crops:
             record.crops[method.name] = _crop(pred, record.crop_box)
@@ -154,6 +173,55 @@ def evaluate_image(
         record.crops["input"] = _crop(to_uint8(lq), tuple(v // scale for v in record.crop_box))
         record.crops["truth"] = _crop(to_uint8(hq), record.crop_box)
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityScoring:
+    """Which of the no-reference, spectral and text scores `evaluate_image` adds (see `resolve_quality`)."""
+
+    niqe: bool = True
+    brisque: bool = True
+    spectral: bool = True
+    text: bool = True
+
+    def scores(self, pred: np.ndarray, hq: np.ndarray, boxes: Sequence[Box]) -> dict[str, float | None]:
+        """The `Scores` fields of one output (None where not scored or, for text, without watermark boxes)."""
+        return {
+            "niqe": _niqe(pred) if self.niqe else None,
+            "brisque": quality.brisque(pred) if self.brisque else None,
+            "hf_ratio": quality.hf_ratio(pred, hq) if self.spectral else None,
+            "periodic_artifact": quality.periodic_artifact(pred, hq) if self.spectral else None,
+            "text_boxes_detected": text_detection.share_of_boxes_with_text(pred, boxes) if self.text else None,
+        }
+
+    def reference(self, rgb: np.ndarray, boxes: Sequence[Box], naturalness: bool = True) -> Reference:
+        """The truth's scores (or, with `naturalness` False, only the degraded input's text detection)."""
+        return Reference(
+            niqe=_niqe(rgb) if self.niqe and naturalness else None,
+            brisque=quality.brisque(rgb) if self.brisque and naturalness else None,
+            text_boxes_detected=text_detection.share_of_boxes_with_text(rgb, boxes) if self.text else None,
+        )
+
+
+def _niqe(rgb: np.ndarray) -> float | None:
+    """NIQE, or None for a picture smaller than one of its patches."""
+    return quality.niqe(rgb) if min(rgb.shape[:2]) >= quality.NIQE_PATCH else None
+
+
+def resolve_quality(no_reference: bool | None, text: bool | None) -> QualityScoring | None:
+    """What `evaluate`'s `no_reference` and `text_detection` arguments ask for, checked against what is installed.
+
+    Asked for explicitly (True), a missing BRISQUE model or text detector is a `ConfigError` naming the package.
+    """
+    if no_reference is True:
+        quality.load_brisque_model()
+    if text is True:
+        text_detection.detector_path()
+    brisque = no_reference is True or (no_reference is None and quality.brisque_available())
+    detect = text is True or (text is None and text_detection.available())
+    scoring = QualityScoring(niqe=no_reference is not False, brisque=brisque, spectral=no_reference is not False,
+                             text=detect)  # fmt: skip
+    return scoring if any(dataclasses.astuple(scoring)) else None
 
 
 def resolve_perceptual(perceptual: PerceptualDistance | bool | None) -> PerceptualDistance | None:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from decrappify.errors import OutputError
-from decrappify.evaluation.results import EvaluationResult, ImageRecord
+from decrappify.evaluation.results import QUALITY_KEYS, EvaluationResult, ImageRecord, quality_notes
 from decrappify.io.atomic import atomic_write_bytes
 
 _CROP_NAME = re.compile(r"[0-9]{3,}-[0-9]{2,}-[a-z0-9-]+\.png")
@@ -63,9 +63,10 @@ def _columns(result: EvaluationResult, record: ImageRecord) -> list[tuple[str, l
     """(key, caption lines, crop, zoom) per column: input, each method in table order, truth."""
     left, top, right, bottom = record.crop_box
     zoom = max(1, DISPLAY_SIZE // max(right - left, bottom - top, 1))
-    columns = [
-        ("input", [f"input (x{result.scale * zoom} nearest)"], record.crops["input"], zoom * result.scale)
-    ]
+    # The input is 1/scale the size of the others; it is enlarged to match them, but its caption says what it
+    # is (an "x8" here read as the task's scale), and the zoom every crop shares is said once, under the heading.
+    label = f"input (1/{result.scale} size)" if result.scale > 1 else "input"
+    columns = [("input", [label], record.crops["input"], zoom * result.scale)]
     for name in result.methods:
         scores = record.scores[name]
         caption = [name, f"{scores.psnr_y:.2f} dB / {scores.ssim_y:.4f}"]
@@ -75,12 +76,27 @@ def _columns(result: EvaluationResult, record: ImageRecord) -> list[tuple[str, l
             caption.append(f"VGG dist {scores.perceptual:.4f}")
         if scores.colourfulness is not None and scores.ab_error is not None:
             caption.append(f"colourfulness {scores.colourfulness:.1f} / a*b* error {scores.ab_error:.2f}")
-        columns.append((name, caption, record.crops[name], zoom))
+        columns.append((name, caption + _quality_caption(scores), record.crops[name], zoom))
+    columns[0][1].extend(_quality_caption(record.input))
     truth = ["truth"]
     if record.truth_colourfulness is not None:
         truth.append(f"colourfulness {record.truth_colourfulness:.1f}")
-    columns.append(("truth", truth, record.crops["truth"], zoom))
+    columns.append(("truth", truth + _quality_caption(record.truth), record.crops["truth"], zoom))
     return columns
+
+
+def _quality_caption(scores) -> list[str]:
+    """Caption lines for the no-reference, spectral and text scores that were measured (`Scores`, `Reference`)."""
+    lines = []
+    if scores.niqe is not None or scores.brisque is not None:
+        parts = [f"NIQE {scores.niqe:.2f}" if scores.niqe is not None else "",
+                 f"BRISQUE {scores.brisque:.1f}" if scores.brisque is not None else ""]  # fmt: skip
+        lines.append(" / ".join(p for p in parts if p))
+    if scores.hf_ratio is not None and scores.periodic_artifact is not None:
+        lines.append(f"HF {scores.hf_ratio:.2f} / periodic {scores.periodic_artifact:.2f}")
+    if scores.text_boxes_detected is not None:
+        lines.append(f"text in {scores.text_boxes_detected:.0%} of boxes")
+    return lines
 
 
 def _crop_name(index: int, column: int, key: str) -> str:
@@ -112,27 +128,67 @@ def _image_section(
             f"<figcaption>{text}</figcaption></figure>"
         )
     box = ", ".join(str(v) for v in record.crop_box)
+    left, top, right, bottom = record.crop_box
+    zoom = max(1, DISPLAY_SIZE // max(right - left, bottom - top, 1))
+    shown = f", shown {zoom}x (nearest neighbour)" if zoom > 1 else ""
     heading = (
-        f"<h{level}>{html.escape(record.relative)}</h{level}>\n<p>crop (left, top, right, bottom): {box}</p>"
+        f"<h{level}>{html.escape(record.relative)}</h{level}>\n<p>crop (left, top, right, bottom): {box}{shown}</p>"
     )
     return f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>"
 
 
-OPTIONAL_KEYS = ("perceptual", "colourfulness", "ab_error")  # shown when some method has them
+OPTIONAL_KEYS = ("perceptual", "colourfulness", "ab_error", *(key for key, _ in QUALITY_KEYS))  # when measured
+#: Column headers and number formats of the summary table; a key not listed shows its own name and value.
+HEADERS = {
+    "method": "method",
+    "psnr_y": "PSNR Y (dB)",
+    "ssim_y": "SSIM Y",
+    "psnr_rgb": "PSNR RGB (dB)",
+    "psnr_watermark": "PSNR in watermark boxes (dB)",
+    "seconds": "time (s)",
+    "megapixels_per_second": "output MP/s",
+    "perceptual": "VGG distance",
+    "colourfulness": "colourfulness",
+    "ab_error": "a*b* error",
+}
+FORMATS = {"psnr_y": ".2f", "ssim_y": ".4f", "psnr_rgb": ".2f", "psnr_watermark": ".2f", "seconds": ".1f",
+           "megapixels_per_second": ".2f", "perceptual": ".4f", "colourfulness": ".1f", "ab_error": ".2f"}  # fmt: skip
+
+
+def _cell(key: str, value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, FORMATS.get(key, ".4g"))
+    return str(value)
 
 
 def _summary_table(result: EvaluationResult) -> str:
     rows = result.to_dict()["results"]
     keys = ["method", "psnr_y", "ssim_y", "psnr_rgb", "psnr_watermark", "seconds", "megapixels_per_second"]
     keys[5:5] = [k for k in OPTIONAL_KEYS if any(r[k] is not None for r in rows)]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    head = "".join(f"<th>{html.escape(HEADERS.get(k, k))}</th>" for k in keys)
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{html.escape('-' if r[k] is None else str(r[k]))}</td>" for k in keys)
+        + "".join(f"<td>{html.escape(_cell(k, r[k]))}</td>" for k in keys)
         + "</tr>"
-        for r in rows
+        for r in rows + _reference_rows(result, keys)
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _reference_rows(result: EvaluationResult, keys: Sequence[str]) -> list[dict]:
+    """Rows for the degraded input and the truth, when their no-reference or text scores were measured."""
+    rows = []
+    for which in ("input", "truth"):
+        means = result.reference(which)
+        if any(v is not None for v in means.values()):
+            rows.append({key: which if key == "method" else _round(means.get(key)) for key in keys})
+    return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _notes(result: EvaluationResult) -> str:
@@ -146,6 +202,7 @@ def _notes(result: EvaluationResult) -> str:
     if truth is not None:
         notes.append(f"colourfulness (Hasler &amp; S&uuml;sstrunk 2003) of the truth: {truth:.1f}; "
                      "ab_error: mean CIELAB a*b* distance to the truth.")  # fmt: skip
+    notes += [html.escape(note) + "." for note in quality_notes(result.summaries())]
     return "".join(f"<p>{note}</p>" for note in notes)
 
 
@@ -190,10 +247,15 @@ def _check_crops(result: EvaluationResult, out_dir: Path) -> None:
         raise OutputError(out_dir, "the evaluation kept no crops (evaluate(..., keep_crops=True) is needed)")
 
 
-def write_report(result: EvaluationResult, out_dir: str | Path) -> Path:
-    """Write `out_dir/index.html` and its PNG crops; returns the page's path. Needs `evaluate(keep_crops=True)`."""
+def write_report(result: EvaluationResult, out_dir: str | Path, *, overwrite: bool = True) -> Path:
+    """Write `out_dir/index.html` and its PNG crops; returns the page's path. Needs `evaluate(keep_crops=True)`.
+
+    `overwrite=False`: an `OutputError` before anything is written when `out_dir` already holds a report.
+    """
     out_dir = Path(out_dir)
     _check_crops(result, out_dir)
+    if not overwrite and (out_dir / "index.html").exists():
+        raise OutputError(out_dir / "index.html", "already exists; use --overwrite to replace the report")
     title = f"decrappify evaluate: {result.task} on {result.dataset} (x{result.scale})"
     written = _write_crops(result, out_dir)
     index = atomic_write_bytes(out_dir / "index.html", _page(title, _report_body(result)))

@@ -205,6 +205,10 @@ class _RunnerFactory:
         self.scale, self.multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
         self._onnx: bytes | None = None
 
+    def preset_graph(self, graph: bytes | None) -> None:
+        """Time this ONNX graph (a file's) rather than exporting the model."""
+        self._onnx = graph
+
     def build(self, backend: str, variant: str, threads: int) -> TorchRunner | OnnxRunner:
         return self.onnx_runner(variant, threads) if backend == "onnx" else self.torch_runner(variant)
 
@@ -253,12 +257,14 @@ def benchmark(
     warmup: int = 1,
     peak_matmul_size: int = PEAK_MATMUL_SIZE,
     ensemble: str | None = None,
+    onnx_graph: bytes | None = None,
 ) -> BenchmarkResult:
     """Measure `model` (on the CPU) at each output size (width, height), backend, variant and thread count.
 
     Sizes are output sizes; the input is that divided by the model's scale. Each call is one whole picture
     (no tiling), so the numbers are the model's own speed. `ensemble`: time it as that self-ensemble (None:
-    the one `info` names, else none).
+    the one `info` names, else none). `onnx_graph`: the ONNX rows time this graph (an ONNX file's bytes)
+    instead of one exported from `model`, which then gives only the architecture (FLOPs, torch rows).
     """
     plan = _check_variants(variants, backends)
     ensemble = model_ensemble(info or {}) if ensemble is None else check_ensemble(ensemble)
@@ -270,6 +276,7 @@ def benchmark(
     parameters = sum(p.numel() for p in model.parameters())
     result = BenchmarkResult(name, scale, parameters, gflops, {}, peak_matmul_size, ensemble=ensemble)
     factory = _RunnerFactory(model, dict(config or {}), dict(info or {}), result.notes)
+    factory.preset_graph(onnx_graph)
     for wanted in threads:
         with torch_threads(wanted) as count:
             result.peak_gflops[count] = measure_peak_gflops(peak_matmul_size)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from decrappify.errors import ConfigError, InputError
 from decrappify.inference.ensemble import check_ensemble, model_ensemble, self_ensemble, view_groups
@@ -33,13 +34,13 @@ from decrappify.inference.memory import (
     model_call_side,
 )
 from decrappify.inference.precision import describe_precision
+from decrappify.inference.realesrgan import LABEL as REALESRGAN_LABEL
+from decrappify.inference.realesrgan import is_realesrgan, load_realesrgan_runner
 from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_runner, resolve_device
-from decrappify.inference.tiling import DEFAULT_MIN_TILE, restore_tiled
-from decrappify.inference.zoo import resolve_model
+from decrappify.inference.tiling import DEFAULT_MIN_TILE, TileCallback, restore_tiled
+from decrappify.inference.zoo import display_name, resolve_model
+from decrappify.io.images import Picture, picture_from_pil, picture_to_pil, read_image
 from decrappify.tasks import is_colour_task
-
-if TYPE_CHECKING:
-    from decrappify.io.images import Picture
 
 __all__ = ["Restorer", "keep_luminance", "luma", "restore_tiled"]
 
@@ -107,7 +108,8 @@ class Restorer:
         ensemble: str | None = None,
         precision: str = "fp32",
     ) -> Restorer:
-        """Load a shipped model by name or a model file by path (`.safetensors`; `.onnx` with backend="onnx").
+        """Load a shipped model by name or a model file by path (safetensors, or an ONNX file, which is known
+        by its content and always runs on ONNX Runtime; `backend` chooses for safetensors files).
 
         `tile` is the core size in input pixels (0: whole picture); each model call sees at most
         `tile + 2 * tile_overlap` pixels a side; `tile_overlap=None` picks one from the model's stride.
@@ -119,11 +121,15 @@ class Restorer:
         "bf16" (autocast, torch backend) or "auto" (bf16 where the CPU runs it natively, unless the model file pins
         fp32; `decrappify.inference.precision`).
         """
-        path = resolve_model(name_or_path)
-        loaded = load_runner(
-            path, backend=backend, device=device, threads=threads, opt_level=opt_level, precision=precision
-        )
-        name = str(loaded.info.get("name") or path.stem)
+        if is_realesrgan(name_or_path):  # the peer, converted in memory from its installed ncnn files
+            options = dict(backend=backend, device=device, threads=threads, opt_level=opt_level)
+            loaded, name = load_realesrgan_runner(**options, precision=precision), REALESRGAN_LABEL
+        else:
+            path = resolve_model(name_or_path)
+            loaded = load_runner(
+                path, backend=backend, device=device, threads=threads, opt_level=opt_level, precision=precision
+            )
+            name = display_name(path, loaded.info)
         return cls(
             loaded,
             name=name,
@@ -132,7 +138,7 @@ class Restorer:
             render_size=render_size,
             ensemble=ensemble,
             precision_note=describe_precision(precision, resolve_device(device), loaded.info)
-            if backend == "torch"
+            if isinstance(loaded.runner, TorchRunner)
             else "fp32 (ONNX Runtime)",
         )
 
@@ -207,8 +213,10 @@ class Restorer:
             self._activations_per_pixel = found
         return self._activations_per_pixel
 
-    def restore_tensor(self, lq: torch.Tensor) -> torch.Tensor:
-        """(N, 3, h, w) float32 CPU tensor in [0, 1] -> (N, 3, h*s, w*s) on the CPU, clamped to [0, 1]."""
+    def restore_tensor(self, lq: torch.Tensor, *, on_tile: TileCallback | None = None) -> torch.Tensor:
+        """(N, 3, h, w) float32 CPU tensor in [0, 1] -> (N, 3, h*s, w*s) on the CPU, clamped to [0, 1].
+
+        `on_tile(done, total)`: called after each tile, for a progress bar on one large picture."""
         with torch.inference_mode():
             pred = restore_tiled(
                 self_ensemble(self._runner, self.ensemble),
@@ -218,10 +226,13 @@ class Restorer:
                 overlap=self.tile_overlap,
                 multiple=self._runner.size_multiple,
                 min_tile=self.min_tile,
+                on_tile=on_tile,
             )
             return pred.clamp_(0.0, 1.0)
 
-    def restore_array(self, rgb: np.ndarray, *, levels: int | None = None) -> np.ndarray:
+    def restore_array(
+        self, rgb: np.ndarray, *, levels: int | None = None, on_tile: TileCallback | None = None
+    ) -> np.ndarray:
         """H x W x 3 float array in [0, 1] -> (H*s) x (W*s) x 3 float32 in [0, 1].
 
         Colourisation keeps the input's luma; `levels` (255 for 8 bits) makes that hold after rounding too.
@@ -230,14 +241,14 @@ class Restorer:
             shape = getattr(rgb, "shape", type(rgb).__name__)
             raise InputError(None, f"expected an H x W x 3 image array, got {shape}")
         if is_colour_task(self.task):
-            return self._colourise(rgb, levels)
-        return np.ascontiguousarray(self._run(rgb))
+            return self._colourise(rgb, levels, on_tile)
+        return np.ascontiguousarray(self._run(rgb, on_tile))
 
-    def _run(self, rgb: np.ndarray) -> np.ndarray:
+    def _run(self, rgb: np.ndarray, on_tile: TileCallback | None = None) -> np.ndarray:
         lq = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
-        return self.restore_tensor(lq)[0].permute(1, 2, 0).numpy()
+        return self.restore_tensor(lq, on_tile=on_tile)[0].permute(1, 2, 0).numpy()
 
-    def _colourise(self, rgb: np.ndarray, levels: int | None) -> np.ndarray:
+    def _colourise(self, rgb: np.ndarray, levels: int | None, on_tile: TileCallback | None = None) -> np.ndarray:
         """The model's colour, from its run on the shrunk luma, on the input's full-resolution luma."""
         height, width = rgb.shape[:2]
         grey = np.repeat(luma(rgb)[..., None], 3, axis=2).astype(np.float32)
@@ -246,15 +257,55 @@ class Restorer:
             factor = self.render_size / longer
             small = (max(1, round(height * factor)), max(1, round(width * factor)))
             grey = _resize(grey, small, "area")
-        pred = self._run(grey)
+        pred = self._run(grey, on_tile)
         return keep_luminance(rgb, pred, size=(height * self.scale, width * self.scale), levels=levels)
 
-    def restore(self, picture: Picture) -> Picture:
-        """A new Picture: restored colour, alpha resized to match; bit depth, ICC and EXIF untouched."""
-        restored = picture.with_rgb(self.restore_array(picture.rgb, levels=2**picture.bit_depth - 1))
+    @overload
+    def restore(self, picture: Picture | str | Path, *, on_tile: TileCallback | None = None) -> Picture: ...
+    @overload
+    def restore(self, picture: np.ndarray, *, on_tile: TileCallback | None = None) -> np.ndarray: ...
+    @overload
+    def restore(self, picture: Image.Image, *, on_tile: TileCallback | None = None) -> Image.Image: ...
+
+    def restore(self, picture, *, on_tile=None):
+        """Restore a `Picture`, an image file's path, a numpy array or a Pillow image; the result is the same kind.
+
+        A `Picture` (or a path, read with `io.images.read_image`) gives a new `Picture`: restored colour, alpha
+        resized to match; bit depth, ICC and EXIF untouched. An array is H x W x 3 (or H x W grey): uint8 and
+        uint16 come back in their own type, floats in [0, 1] as float32. A Pillow image comes back as an 8-bit
+        RGB (RGBA when it has alpha) Pillow image. `on_tile(done, total)`: called after each tile.
+        """
+        if isinstance(picture, str | Path):
+            picture = read_image(picture)
+        if isinstance(picture, np.ndarray):
+            return self._restore_ndarray(picture, on_tile)
+        if isinstance(picture, Image.Image):
+            restored = self.restore(picture_from_pil(picture), on_tile=on_tile)
+            image = picture_to_pil(restored)
+            if restored.alpha is not None:
+                image.putalpha(Image.fromarray(np.rint(np.clip(restored.alpha, 0, 1) * 255).astype(np.uint8)))
+            return image
+        if not isinstance(picture, Picture):
+            raise InputError(
+                None, f"expected a Picture, a path, a numpy array or a PIL image, got {type(picture).__name__}"
+            )
+        levels = 2**picture.bit_depth - 1
+        restored = picture.with_rgb(self.restore_array(picture.rgb, levels=levels, on_tile=on_tile))
         if is_colour_task(self.task) and restored.grayscale:
             restored = dataclasses.replace(restored, grayscale=False)  # colour added: write it as colour
         return restored
+
+    def _restore_ndarray(self, array: np.ndarray, on_tile: TileCallback | None) -> np.ndarray:
+        """`restore` for arrays: integers scaled by their type's maximum and returned in that type."""
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if np.issubdtype(array.dtype, np.integer):
+            levels = int(np.iinfo(array.dtype).max)
+            if array.dtype not in (np.uint8, np.uint16):
+                raise InputError(None, f"expected a uint8, uint16 or float image array, got {array.dtype}")
+            rgb = self.restore_array(array.astype(np.float32) / levels, levels=levels, on_tile=on_tile)
+            return np.rint(rgb * levels).astype(array.dtype)
+        return self.restore_array(array, on_tile=on_tile)
 
     def __repr__(self) -> str:
         return (

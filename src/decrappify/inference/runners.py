@@ -27,6 +27,7 @@ from decrappify.inference.export import (
     export_onnx,
 )
 from decrappify.inference.precision import autocast, check_precision, resolve_precision
+from decrappify.io.model_metadata import is_onnx_file
 from decrappify.nn.models import DEFAULT_SIZE_MULTIPLE, size_multiple_of
 from decrappify.weights import load_model
 
@@ -116,19 +117,20 @@ def load_runner(
     opt_level: str = "all",
     precision: str = "fp32",
 ) -> LoadedModel:
-    """Load a model file (`.safetensors`, or `.onnx` for the ONNX backend) into a runner.
+    """Load a model file (safetensors, or ONNX from `decrappify export`) into a runner.
 
-    `precision` ("auto", "fp32", "bf16"; see `decrappify.inference.precision`) applies to the torch backend;
+    The file's content says what it is, whatever its name: an ONNX file always runs on ONNX Runtime (the
+    `backend` asked for is only a choice for safetensors files). `precision` ("auto", "fp32", "bf16"; see
+    `decrappify.inference.precision`) applies to the torch backend;
     ONNX graphs run in fp32, so asking them for bf16 is a `ConfigError`.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    if check_precision(precision) == "bf16" and backend == "onnx":
+    onnx_file = is_onnx_file(path)
+    if check_precision(precision) == "bf16" and (backend == "onnx" or onnx_file):
         raise ConfigError("precision bf16 runs with the torch backend only; ONNX graphs run in fp32")
     torch_device = resolve_device(device)
-    if path.suffix.lower() == ".onnx":
-        if backend != "onnx":
-            raise ConfigError(f"{path}: an ONNX file runs only with --backend onnx")
+    if onnx_file:
         return _load_onnx_file(path, torch_device, threads, opt_level)
     model, config, info = load_model(path, device="cpu")
     scale, multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)

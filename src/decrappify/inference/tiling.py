@@ -35,6 +35,8 @@ from torch import Tensor
 
 from decrappify.errors import DecrappifyError
 
+#: Progress of one picture: called with (tiles done, tiles in all).
+TileCallback = Callable[[int, int], None]
 log = logging.getLogger(__name__)
 
 ModelFn = Callable[[Tensor], Tensor]
@@ -131,13 +133,25 @@ def axis_weights(span: Span, scale: int) -> tuple[int, int, Tensor]:
     return lo * scale, hi * scale, weights.to(torch.float32)
 
 
-def _run_tiles(model_fn: ModelFn, lq: Tensor, scale: int, tile: int, overlap: int, multiple: int) -> Tensor:
+def _run_tiles(
+    model_fn: ModelFn,
+    lq: Tensor,
+    scale: int,
+    tile: int,
+    overlap: int,
+    multiple: int,
+    on_tile: TileCallback | None = None,
+) -> Tensor:
     """One pass over all tiles at a fixed tile size; the output is accumulated on the CPU in float32."""
     height, width = lq.shape[-2:]
     rows = split_axis(height, tile, overlap, multiple)
     cols = split_axis(width, tile, overlap, multiple)
-    if len(rows) == 1 and len(cols) == 1:
-        return model_fn(lq).float().cpu()
+    total, done = len(rows) * len(cols), 0
+    if total == 1:
+        whole = model_fn(lq).float().cpu()
+        if on_tile is not None:
+            on_tile(1, 1)
+        return whole
     out: Tensor | None = None
     for row in rows:
         y0, y1, wy = axis_weights(row, scale)
@@ -150,6 +164,9 @@ def _run_tiles(model_fn: ModelFn, lq: Tensor, scale: int, tile: int, overlap: in
             piece = pred[..., oy : oy + (y1 - y0), ox : ox + (x1 - x0)]
             out[..., y0:y1, x0:x1] += piece * (wy[:, None] * wx[None, :])
             del pred, piece
+            done += 1
+            if on_tile is not None:
+                on_tile(done, total)
     assert out is not None  # at least one tile always runs
     return out
 
@@ -163,8 +180,12 @@ def restore_tiled(
     overlap: int,
     multiple: int = 1,
     min_tile: int = DEFAULT_MIN_TILE,
+    on_tile: TileCallback | None = None,
 ) -> Tensor:
     """Apply `model_fn` to `lq` (N, C, H, W) tile by tile; returns (N, C', H*scale, W*scale) float32 on the CPU.
+
+    `on_tile(done, total)` is called after each tile (progress for one large picture; after an out-of-memory
+    retry it starts again from 1 with the new total).
 
     `tile <= 0` means one tile for the whole picture. On out-of-memory the tile is halved (never below
     `min_tile`) and the picture is done again from the start, with one warning; `OutOfMemory` if nothing fits.
@@ -174,7 +195,7 @@ def restore_tiled(
     warned = False
     while True:
         try:
-            return _run_tiles(model_fn, lq, scale, tile, overlap, multiple)
+            return _run_tiles(model_fn, lq, scale, tile, overlap, multiple, on_tile)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise

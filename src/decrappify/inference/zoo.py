@@ -87,6 +87,22 @@ def list_models(models_dir: Path | None = None) -> list[ModelEntry]:
     return sorted(entries, key=lambda entry: entry.name)
 
 
+def shipped_names(models_dir: Path | None = None) -> set[str]:
+    """The names of the shipped models: reserved, so that no other model file shows up under one of them."""
+    return {entry.name for entry in list_models(models_dir)}
+
+
+def display_name(path: Path, info: dict[str, Any], models_dir: Path | None = None) -> str:
+    """The name a model file is shown under (banners, evaluate rows): its stored name, unless that is a shipped
+    model's name and the file is not that shipped model, as for files trained before names were reserved; then
+    its folder and stem, "sr-x4/model" for runs/sr-x4/model.safetensors."""
+    name = str(info.get("name") or path.stem)
+    shipped = MODELS_DIR if models_dir is None else Path(models_dir)
+    if path.resolve().parent == shipped.resolve() or name not in shipped_names(models_dir):
+        return name
+    return f"{path.resolve().parent.name}/{path.stem}"
+
+
 def _looks_like_path(text: str) -> bool:
     return text.endswith(MODEL_SUFFIXES) or "/" in text or "\\" in text
 

@@ -100,11 +100,13 @@ def output_path(item: BatchItem, out_dir: str | Path, suffix: str | None = None)
 
 @dataclass
 class BatchReport:
-    """What a batch did; `failed` holds (input, reason) in input order."""
+    """What a batch did; `failed` holds (input, reason) in input order; `skipped` the inputs whose outputs
+    already existed (`--skip-existing`), never given to the job."""
 
     done: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: list[Path] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -112,8 +114,9 @@ class BatchReport:
         return 1 if self.failed else 0
 
     def summary(self) -> str:
-        """One line for the end of a run: `3 done, 1 failed in 2.4 s`."""
-        return f"{len(self.done)} done, {len(self.failed)} failed in {self.seconds:.1f} s"
+        """One line for the end of a run: `3 done, 1 failed in 2.4 s` (`, 2 skipped (already there)` when any)."""
+        skipped = f", {len(self.skipped)} skipped (already there)" if self.skipped else ""
+        return f"{len(self.done)} done{skipped}, {len(self.failed)} failed in {self.seconds:.1f} s"
 
 
 def run_batch(

@@ -21,6 +21,23 @@ FORMAT_KEY = "decrappify.format"
 FORMAT_VERSION = "1"
 
 
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether `path` holds an ONNX graph, judged by its first bytes, whatever its name.
+
+    A safetensors file opens with its header's length (8 bytes, little-endian) and then `{`; an ONNX file is a
+    protobuf `ModelProto`, whose first field every writer puts first: `ir_version` (field 1, varint: byte
+    0x08). A file that is neither is left to the safetensors reader, which names the problem.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) == 9 and head[8:9] == b"{":
+        return False
+    return head[:1] == b"\x08"
+
+
 def read_model_metadata(path: str | Path) -> tuple[dict, dict]:
     """The (config, info) stored in a model file; ``WeightsError`` naming the file if it is not one."""
     path = Path(path)

@@ -13,11 +13,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from decrappify.nn.registry import build_from_registry, registry_options
+from decrappify.nn.rrdb import RRDBNet
 from decrappify.nn.unet import CompactUnet, UnetGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
     "unet": UnetGenerator,
     "compact": CompactUnet,
+    "rrdb": RRDBNet,  # ESRGAN / Real-ESRGAN x4plus (inference/realesrgan.py converts its published weights)
 }
 
 

@@ -110,12 +110,13 @@ def find_lr(
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_steps: int = 100,
+    progress: bool = False,
 ) -> LRFindResult:
-    """The LR range test on the config's first stage; writes `RUN/lr_find.csv`."""
+    """The LR range test on the config's first stage; writes `RUN/lr_find.csv` and `RUN/lr_find.png`."""
     ctx = distributed.setup(config.train.device)
     try:
         with _torch_threads(config, ctx):
             trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, progress=False)
-            return trainer.find_lr(start_lr, end_lr, num_steps)
+            return trainer.find_lr(start_lr, end_lr, num_steps, progress=progress)
     finally:
         distributed.teardown(ctx)

@@ -28,8 +28,10 @@ from decrappify.data.pairs import (
     collate_pairs,
     keyed_images,
     split_validation,
+    validation_count,
 )
 from decrappify.errors import ConfigError
+from decrappify.inference.zoo import shipped_names
 from decrappify.nn.models import create_model
 from decrappify.train import losses
 from decrappify.train.config import Config
@@ -58,17 +60,25 @@ def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
     items = keyed_images(data.paths)
     if data.val_paths:
         train_items, val_items = items, keyed_images(data.val_paths)
+        source = f"from {', '.join(data.val_paths)}"
     else:
-        train_items, val_items = split_validation(items, data.val_size, config.seed)
+        count = validation_count(len(items), data.val_size, data.val_fraction)
+        train_items, val_items = split_validation(items, count, config.seed)
+        source = "held out of the training folders"
+        if count < data.val_size:
+            source += f" (data.val_size={data.val_size}, at most data.val_fraction={data.val_fraction:g} of them)"
+        if not val_items:
+            source += "; no validation: pass --val DIR"
     store = ImageStore([path for path, _ in train_items], cache=data.cache)
     valset = None
     if with_validation and val_items:
         valset = build_validation(val_items, pipeline, seed=config.seed, crop=data.val_crop)
     log.info(
-        "data: %d training images (%s), %d validation images, preset %s",
+        "data: %d training images (%s), %d validation images %s, preset %s",
         len(train_items),
         ", ".join(data.paths),
         len(val_items),
+        source,
         data.preset,
     )
     return DataBundle(
@@ -211,9 +221,27 @@ def planned_steps(config: Config, stage: int, batches_per_epoch: int) -> int:
     return max(1, math.ceil(config.stages[stage].epochs * batches_per_epoch))
 
 
+def model_name(config: Config, run_dir: str | Path) -> str:
+    """The name a run's model files carry: `train.model_name`, else the run folder's name ("-trained" added
+    when that is a shipped model's name: runs/sr-x4 -> "sr-x4-trained"). `ConfigError` for a shipped name set
+    on purpose."""
+    reserved = shipped_names()
+    wanted = config.train.model_name
+    if wanted:
+        if wanted in reserved:
+            raise ConfigError(
+                f"train.model_name={wanted!r} is a shipped model's name (reserved: {', '.join(sorted(reserved))}); "
+                "choose another"
+            )
+        return wanted
+    name = Path(run_dir).resolve().name
+    return f"{name}-trained" if name in reserved else name
+
+
 def model_info(
     config: Config,
     *,
+    name: str,
     command: str,
     seconds: float,
     step: int,
@@ -226,7 +254,7 @@ def model_info(
     `precision` is the number format it trained in (`train_precision`; the `precision` key is another thing:
     what a model must run in, see `decrappify.inference.precision`)."""
     return {
-        "name": config.name,
+        "name": name,
         "task": config.data.preset,
         "scale": config.scale,
         "command": command,

@@ -36,7 +36,8 @@ class DataConfig:
     )
     paths: tuple[str, ...] = ()  # training folders (the CLI's --data adds to these)
     val_paths: tuple[str, ...] = ()  # separate validation folders; empty: hold out `val_size` training images
-    val_size: int = 8  # images held out (a fixed, seeded choice) when there is no validation folder
+    val_size: int = 8  # images held out (a fixed, seeded choice) when there is no validation folder ...
+    val_fraction: float = 0.25  # ... but at most this share of them: 13 photos keep 10 for training, not 5
     val_crop: int = 0  # validate on a centre crop of this clean size; 0: the whole (modcropped) image
     crops_per_image: int = 1  # random crops drawn from each image per epoch (an epoch's length)
     augment: str = "hflip"  # none | hflip | dihedral (flips and 90-degree turns)
@@ -137,6 +138,9 @@ class TrainConfig:
     channels_last: bool = True
     threads: int = 0  # torch CPU threads per process; 0: cores / local processes or 1, timed on real steps
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` package)
+    # The name stored in the model files ("" : the run folder's name). A shipped model's name is refused here,
+    # and a run folder named like one (runs/sr-x4) gives "<folder>-trained": two models must not look like one.
+    model_name: str = ""
     debug_nan_step: int = 0  # test hook: make the loss NaN at this global step (0: off)
 
 
@@ -369,7 +373,8 @@ def validate(config: Config) -> None:
         )
     data, train = config.data, config.train
     _check(
-        data.val_size >= 0 and data.crops_per_image >= 1, "data.val_size >= 0 and data.crops_per_image >= 1"
+        data.val_size >= 0 and data.crops_per_image >= 1 and 0 < data.val_fraction < 1,
+        "data.val_size >= 0, data.crops_per_image >= 1 and 0 < data.val_fraction < 1",
     )
     _check(
         data.val_crop >= 0 and data.val_crop % scale == 0, f"data.val_crop: a multiple of the scale {scale}"

@@ -98,6 +98,7 @@ class NoGAN:
             raise ConfigError("gan.enabled: NoGAN training runs in one process; start it without torchrun")
         self.config, self.gan = config, config.gan
         self.run_dir, self.command, self.progress = Path(run_dir), command, progress
+        self.model_name = build.model_name(config, self.run_dir)
         self.device = self.ctx.device
         self.extra_callbacks = list(callbacks)
         self.callbacks = CallbackList(self._progress_callbacks() + self.extra_callbacks)
@@ -334,6 +335,7 @@ class NoGAN:
     def _model_info(self, state: TrainState, counts: dict[str, int], metrics: dict[str, float]) -> dict:
         info = build.model_info(
             self.config,
+            name=self.model_name,
             command=self.command,
             seconds=state.elapsed,
             step=state.step,

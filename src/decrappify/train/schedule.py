@@ -91,6 +91,17 @@ class LRFindResult:
     losses: list[float]  # smoothed (exponential moving average, bias-corrected)
     steepest: float  # LR where the smoothed loss falls fastest (per log-LR)
     min_div10: float  # the LR of the minimum loss / 10 (fastai's rule of thumb)
+    valley: float = 0.0  # fastai's "valley": in the longest stretch where the loss keeps falling (see `_valley`)
+
+    #: How `suggested` is chosen, for the user. The steepest point of a noisy curve can sit in the flat start,
+    #: and the minimum / 10 next to the divergence; the valley rule (fastai's default since 2.5) reads the
+    #: whole falling stretch, so one bump of noise cannot move it far.
+    RULE = "fastai's valley rule: half way into the longest stretch where the loss keeps falling"
+
+    @property
+    def suggested(self) -> float:
+        """The one rate to use: `valley` (see `RULE`)."""
+        return self.valley
 
     def to_csv(self) -> str:
         rows = ["lr,loss"] + [f"{lr:.6g},{loss:.6g}" for lr, loss in zip(self.lrs, self.losses, strict=True)]
@@ -135,7 +146,7 @@ def lr_find(
 def _suggest(lrs: list[float], losses: list[float]) -> LRFindResult:
     if len(lrs) < 3:
         fallback = lrs[0] if lrs else 1e-3
-        return LRFindResult(lrs, losses, fallback, fallback)
+        return LRFindResult(lrs, losses, fallback, fallback, fallback)
     # ignore the tail after the minimum (divergence) when looking for the steepest descent
     stop = losses.index(min(losses)) + 1
     # skip the first tenth too: the moving average has barely started there
@@ -145,4 +156,20 @@ def _suggest(lrs: list[float], losses: list[float]) -> LRFindResult:
         (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in candidates
     ]
     steepest = lrs[first + slopes.index(min(slopes))] if slopes else lrs[stop - 1] / 10
-    return LRFindResult(lrs, losses, steepest, lrs[stop - 1] / 10)
+    return LRFindResult(lrs, losses, steepest, lrs[stop - 1] / 10, _valley(lrs, losses))
+
+
+def _valley(lrs: list[float], losses: list[float]) -> float:
+    """fastai's `valley`: the longest run of points each lower than an earlier one in it (a longest decreasing
+    subsequence), and the rate half way into it (`fastai.callback.schedule.valley`)."""
+    count = len(losses)
+    longest = [1] * count
+    start = end = 0
+    for i in range(1, count):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[end] < longest[i]:
+            end, start = i, i - longest[i]
+    third = (end - start) / 3
+    return lrs[min(count - 1, start + int(third) + int(third / 2))]

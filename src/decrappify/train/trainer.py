@@ -11,6 +11,7 @@ supervised step computes, what an epoch validates and what a checkpoint and the 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from decrappify.data.pairs import EpochPlan
 from decrappify.errors import OutputError
@@ -30,6 +32,7 @@ from decrappify.train.events import Callback, CallbackList, EpochRecord, FitInfo
 from decrappify.train.interrupts import deferred_interrupts
 from decrappify.train.logs import default_callbacks
 from decrappify.train.loop import StepCheck, StepLoop, StepResult, StopMessages, batch_stream, to_device
+from decrappify.train.lr_plot import plot_lr_find
 from decrappify.train.schedule import LRFindResult, Schedule, lr_find, lr_sweep
 from decrappify.train.validation import COLOUR_SELECTION, Selection, selection_for, validate_with_samples
 from decrappify.weights import save_model
@@ -71,6 +74,7 @@ class Trainer:
         self.ctx = ctx or distributed.DistContext()
         self.run_dir = Path(run_dir)
         self.command = command
+        self.model_name = build.model_name(config, self.run_dir)  # before any work: a reserved name stops here
         self.budget = TimeBudget(config.train.time_budget_minutes, self.ctx)
         checkpoint = self._open_run(resume)
         self._setup(config)
@@ -200,18 +204,27 @@ class Trainer:
         state.stage_budget = 0.0
         self._save_checkpoint()
 
-    def find_lr(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100) -> LRFindResult:
-        """LR range test on stage 0's batches; writes `lr_find.csv`. The model is left diverged: do not fit after."""
+    def find_lr(
+        self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, *, progress: bool = False
+    ) -> LRFindResult:
+        """LR range test on stage 0's batches; writes `lr_find.csv` and `lr_find.png`, with a progress bar when
+        `progress`. The model is left diverged: do not fit after."""
         plan, _ = self._enter_stage(0)
-        with self._batches(plan, 0, 0) as batches:
+        bar = tqdm(total=num_steps, desc="lr finder", unit="step", file=sys.stderr,
+                   disable=True if not (progress and self.ctx.is_main) else None)  # fmt: skip
+        with bar, self._batches(plan, 0, 0) as batches:
 
             def step(lr: float) -> float:
                 check = self.loop.check(self.state)
-                return self._train_step(*next(batches), check=check, fixed_lr=lr).loss
+                loss = self._train_step(*next(batches), check=check, fixed_lr=lr).loss
+                bar.update(1)
+                bar.set_postfix(lr=f"{lr:.1e}", loss=f"{loss:.4f}", refresh=False)
+                return loss
 
             result = lr_find(step, lr_sweep(start_lr, end_lr, num_steps))
         if self.ctx.is_main:
             atomic_write_text(self.run_dir / "lr_find.csv", result.to_csv())
+            plot_lr_find(result, self.run_dir / "lr_find.png")
         return result
 
     # ------------------------------------------------------------------------------------------------ one step
@@ -345,6 +358,7 @@ class Trainer:
         state, paths = self.state, list(self.config.data.paths)
         return build.model_info(
             self.config,
+            name=self.model_name,
             command=self.command,
             seconds=state.elapsed,
             step=state.step,
