@@ -29,14 +29,16 @@ def _what_it_does(description: str) -> str:
 def run(args: argparse.Namespace) -> int:
     entries = list_models()
     lines = [
-        "| name | what it does | task | scale | size | runs as | metrics |",
-        "| --- | --- | --- | ---: | ---: | --- | --- |",
+        "| name | what it does | task | scale | size | runs as | precision (auto) | metrics |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | --- |",
     ]
     for entry in entries:
         runs_as = "plain model" if entry.ensemble == "none" else f"{entry.ensemble} self-ensemble"
+        # What `--precision auto` does with it; without loading torch, so "where native" rather than a verdict.
+        precision = f"{entry.precision} (its file asks)" if entry.precision else "bf16 where the CPU runs it, else fp32"
         lines.append(
             f"| {entry.name} | {_what_it_does(entry.description)} | {entry.task} | x{entry.scale} "
-            f"| {entry.size_bytes / 1e6:.1f} MB | {runs_as} "
+            f"| {entry.size_bytes / 1e6:.1f} MB | {runs_as} | {precision} "
             f"| {_metrics(entry.metrics)} |"
         )
     print("\n".join(lines))

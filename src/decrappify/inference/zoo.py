@@ -40,6 +40,7 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     ensemble: str = "none"  # the self-ensemble it runs as by default (`decrappify.inference.ensemble`)
+    precision: str | None = None  # the precision its file pins under `--precision auto` (None: bf16 where native)
 
 
 def _entry_from_file(path: Path, overrides: dict[str, Any]) -> ModelEntry:
@@ -55,6 +56,7 @@ def _entry_from_file(path: Path, overrides: dict[str, Any]) -> ModelEntry:
         metrics=dict(merged.get("metrics") or {}),
         description=str(merged.get("description", "")),
         ensemble=str(merged.get("ensemble") or "none"),
+        precision=str(merged["precision"]) if merged.get("precision") else None,
     )
 
 
