@@ -149,6 +149,13 @@ def test_evaluate_reports_every_quality_score_and_the_truth_row(tmp_path: Path) 
     table = result.to_markdown()
     assert "| NIQE | BRISQUE | HF ratio | periodic 2/4 px | text boxes |" in table and "\n| truth | - |" in table
     page = write_report(result, tmp_path / "report").read_text()
-    assert "<th>niqe</th>" in page and "<td>truth</td>" in page and "NIQE" in page
+    assert "<th>NIQE</th>" in page and "<th>text boxes</th>" in page and "<td>truth</td>" in page
     skipped = evaluate(data, "restore-x4", [], perceptual=False, no_reference=False, text_detection=False)
     assert "truth" not in skipped.to_dict() and skipped.to_dict()["results"][0]["niqe"] is None
+
+
+def test_ratios_against_a_flat_truth_are_one_or_undefined_never_infinite() -> None:
+    flat = np.full((32, 32, 3), 0.5, np.float32)
+    noisy = np.clip(flat + np.random.default_rng(0).normal(0, 0.05, flat.shape), 0, 1)
+    assert quality.hf_ratio(flat, flat) == 1.0 and quality.periodic_artifact(flat, flat) == 1.0
+    assert quality.hf_ratio(noisy, flat) is None and quality.periodic_artifact(noisy, flat) is None

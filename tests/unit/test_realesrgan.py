@@ -106,3 +106,19 @@ def test_evaluate_scores_it_as_a_named_row(tmp_path: Path) -> None:
     result = evaluate(tmp_path, "sr-x4", ["realesrgan-x4plus"], keep_crops=False, perceptual=False,
                       no_reference=False)  # fmt: skip
     assert result.methods == ["bicubic", "Real-ESRGAN x4plus"]
+
+
+@needs_weights
+def test_restore_and_benchmark_take_the_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from decrappify.cli import main
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    code = main(["-q", "restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "realesrgan-x4plus"])
+    assert code == 0
+    (written,) = (tmp_path / "out").iterdir()
+    assert Image.open(written).size == (80, 64)
+    code = main(["-q", "benchmark", "--model", "realesrgan-x4plus", "--size", "32x32", "--backend", "torch",
+                 "--variant", "fp32", "--repeats", "1", "--warmup", "0", "--threads", "1"])  # fmt: skip
+    assert code == 0 and "Real-ESRGAN x4plus" in capsys.readouterr().out

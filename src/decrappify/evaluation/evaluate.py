@@ -20,7 +20,8 @@ Methods, in the order the table lists them:
 - the baseline, always present: `bicubic` (Pillow BICUBIC upscaling of the degraded input) for scale > 1, and
   `input` (the degraded input itself, unchanged) for scale 1, where "bicubic" would be the identity anyway;
 - OpenCV `dnn_superres` peers found in `peers_dir` at the task's scale (`peers.py`);
-- our models (`inference.restorer.Restorer`), by shipped name or file path.
+- our models (`inference.restorer.Restorer`), by shipped name or file path, and `realesrgan-x4plus`, the peer
+  Real-ESRGAN x4plus, which the same `Restorer` runs (`inference/realesrgan.py`).
 
 A method is any object with `name`, `scale` and `__call__(rgb_lq) -> rgb_out` (H x W x 3 float32 in [0, 1]),
 so tests and notebooks can pass their own.

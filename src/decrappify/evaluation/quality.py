@@ -305,17 +305,19 @@ def periodic_power(rgb: np.ndarray, period: int = 4) -> float:
     return float(np.var(phases))
 
 
-def _ratio(value: float, reference: float) -> float:
-    if reference <= 0:
-        return 1.0 if value <= 0 else float("inf")
+def _ratio(value: float, reference: float) -> float | None:
+    """value / reference; None when the truth has none of that power (a flat picture) and the output has some."""
+    if reference <= 1e-12:
+        return 1.0 if value <= 1e-12 else None
     return value / reference
 
 
-def hf_ratio(pred: np.ndarray, hq: np.ndarray) -> float:
-    """High-frequency power of `pred` over that of `hq` (1.0: as detailed as the truth)."""
+def hf_ratio(pred: np.ndarray, hq: np.ndarray) -> float | None:
+    """High-frequency power of `pred` over that of `hq` (1.0: as detailed as the truth; see `_ratio`)."""
     return _ratio(high_frequency_power(pred), high_frequency_power(hq))
 
 
-def periodic_artifact(pred: np.ndarray, hq: np.ndarray, period: int = 4) -> float:
-    """Power at the 2 and 4 px periods of `pred` over that of `hq` (1.0: the truth; a checkerboard is >> 1)."""
+def periodic_artifact(pred: np.ndarray, hq: np.ndarray, period: int = 4) -> float | None:
+    """Power at the 2 and 4 px periods of `pred` over that of `hq` (1.0: the truth; a checkerboard is >> 1;
+    see `_ratio`)."""
     return _ratio(periodic_power(pred, period), periodic_power(hq, period))

@@ -150,9 +150,16 @@ HEADERS = {
     "perceptual": "VGG distance",
     "colourfulness": "colourfulness",
     "ab_error": "a*b* error",
+    "niqe": "NIQE",
+    "brisque": "BRISQUE",
+    "hf_ratio": "HF ratio",
+    "periodic_artifact": "periodic 2/4 px",
+    "text_boxes_detected": "text boxes",
 }
 FORMATS = {"psnr_y": ".2f", "ssim_y": ".4f", "psnr_rgb": ".2f", "psnr_watermark": ".2f", "seconds": ".1f",
-           "megapixels_per_second": ".2f", "perceptual": ".4f", "colourfulness": ".1f", "ab_error": ".2f"}  # fmt: skip
+           "megapixels_per_second": ".2f", "perceptual": ".4f", "colourfulness": ".1f", "ab_error": ".2f",
+           "niqe": ".3f", "brisque": ".2f", "hf_ratio": ".3f", "periodic_artifact": ".3f",
+           "text_boxes_detected": ".2f"}  # fmt: skip
 
 
 def _cell(key: str, value: object) -> str:

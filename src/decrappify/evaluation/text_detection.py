@@ -5,7 +5,9 @@ The detector is PP-OCRv4's text-detection network (a DB segmentation net) from t
 736 px, sides multiples of 32, probability threshold 0.3, box score 0.5, unclip ratio 1.6). Only the `.onnx` file
 is read; the package's own code is not imported, since it would also need `opencv-python`, which would replace
 the OpenCV contrib build `decrappify[bench]` installs. Its box-growing (polygon unclipping) is approximated by
-growing each connected region's bounding rectangle by area x ratio / perimeter, the same distance.
+growing each connected region's bounding rectangle by area x ratio / perimeter, the same distance, and its
+box score is the mean probability over that rectangle (rapidocr's "fast" score over the rotated rectangle).
+`benchmarks/text_detection_parity.py` compares the result with rapidocr's own pipeline (docs/benchmarks).
 
 `share_of_boxes_with_text(rgb, boxes)`: the share of watermark boxes where the detector finds text, a detection
 counting for a box when most of its area lies inside. Run on the whole picture at native size: on a tight crop
@@ -80,11 +82,10 @@ def detect_text(rgb: np.ndarray) -> list[Box]:
     mask = ndimage.binary_dilation(probability > PIXEL_THRESHOLD, structure=np.ones((2, 2), bool))
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
     boxes = []
-    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+    for region in ndimage.find_objects(labels):
         if region is None:
             continue
-        inside = labels[region] == index
-        if probability[region][inside].mean() < BOX_THRESHOLD:
+        if probability[region].mean() < BOX_THRESHOLD:  # over the rectangle, as rapidocr's "fast" score
             continue
         top, bottom = region[0].start, region[0].stop
         left, right = region[1].start, region[1].stop
