@@ -19,9 +19,7 @@ import numpy as np
 import torch
 
 from decrappify.errors import ConfigError, WeightsError
-from decrappify.inference.export import create_session, export_onnx
-from decrappify.inference.precision import check_precision, resolve_precision
-from decrappify.inference.runners import BACKENDS, LoadedModel, OnnxRunner, TorchRunner, resolve_device
+from decrappify.inference.runners import LoadedModel, check_backend, runner_for
 from decrappify.nn.rrdb import RRDBNet
 from decrappify.nn.state_dict import load_into
 
@@ -127,15 +125,7 @@ def load_realesrgan_runner(
     precision: str = "fp32",
 ) -> LoadedModel:
     """Real-ESRGAN x4plus as a runner, with `runners.load_runner`'s options (torch, or ONNX Runtime)."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    if check_precision(precision) == "bf16" and backend == "onnx":
-        raise ConfigError("precision bf16 runs with the torch backend only; ONNX graphs run in fp32")
+    check_backend(backend, precision)  # before the conversion, which takes a moment
     model, config, info = load_realesrgan()
-    torch_device = resolve_device(device)
-    if backend == "torch":
-        resolved = resolve_precision(precision, torch_device, info)
-        return LoadedModel(TorchRunner(model, torch_device, 4, RRDBNet.stride, precision=resolved), config, info)
-    onnx_bytes = export_onnx(model, None, config=config, info=info)
-    session = create_session(onnx_bytes, device=torch_device, threads=threads, opt_level=opt_level)
-    return LoadedModel(OnnxRunner(session, 4, RRDBNet.stride), config, info)
+    return runner_for(model, config, info, backend=backend, device=device, threads=threads, opt_level=opt_level,
+                      precision=precision)  # fmt: skip

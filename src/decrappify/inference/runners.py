@@ -124,15 +124,37 @@ def load_runner(
     `decrappify.inference.precision`) applies to the torch backend;
     ONNX graphs run in fp32, so asking them for bf16 is a `ConfigError`.
     """
+    onnx_file = is_onnx_file(path)
+    check_backend(backend, precision, onnx=onnx_file)
+    if onnx_file:
+        return _load_onnx_file(path, resolve_device(device), threads, opt_level)
+    model, config, info = load_model(path, device="cpu")
+    return runner_for(model, config, info, backend=backend, device=device, threads=threads, opt_level=opt_level,
+                      precision=precision)  # fmt: skip
+
+
+def check_backend(backend: str, precision: str, *, onnx: bool = False) -> None:
+    """`ConfigError` for an unknown backend, or bf16 asked of ONNX Runtime (its graphs run in fp32)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    onnx_file = is_onnx_file(path)
-    if check_precision(precision) == "bf16" and (backend == "onnx" or onnx_file):
+    if check_precision(precision) == "bf16" and (backend == "onnx" or onnx):
         raise ConfigError("precision bf16 runs with the torch backend only; ONNX graphs run in fp32")
+
+
+def runner_for(
+    model: nn.Module,
+    config: dict[str, Any],
+    info: dict[str, Any],
+    *,
+    backend: str = "torch",
+    device: str = "auto",
+    threads: int | None = None,
+    opt_level: str = "all",
+    precision: str = "fp32",
+) -> LoadedModel:
+    """A loaded (CPU, fp32) model as a torch runner in the precision asked for, or exported to ONNX Runtime."""
+    check_backend(backend, precision)
     torch_device = resolve_device(device)
-    if onnx_file:
-        return _load_onnx_file(path, torch_device, threads, opt_level)
-    model, config, info = load_model(path, device="cpu")
     scale, multiple = int(getattr(model, "scale", 1)), size_multiple_of(model)
     if backend == "torch":
         resolved = resolve_precision(precision, torch_device, info)
