@@ -342,13 +342,16 @@ def test_validation_is_a_share_of_a_small_folder_and_announced(tmp_path, capsys)
 
 
 def test_recipes_are_found_by_name(train_photos, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # not the checkout: the checkout's configs/ is still found
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the repository root, as the README's tour runs
     out = tmp_path / "run"
     assert main(["-q", "train", "--config", "sr-x4", "--data", str(train_photos), "--out", str(out), *TINY_TRAIN]) == 0
     assert (out / "model.safetensors").is_file()
     assert main(["train", "--config", "sr-x5", "--data", str(train_photos)]) == 2
     err = capsys.readouterr().err
     assert "no recipe sr-x5.toml" in err and "restore-x4-cpu" in err
+    monkeypatch.chdir(tmp_path)  # elsewhere a name finds nothing: the code never looks for the checkout
+    assert main(["train", "--config", "sr-x4", "--data", str(train_photos)]) == 2
+    assert "no recipe sr-x4.toml in configs" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------- 7. one large picture shows progress by tiles

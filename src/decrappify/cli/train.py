@@ -34,8 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--config",
         type=Path,
         metavar="FILE|NAME",
-        help="recipe file, or a recipe's name: sr-x4 is configs/sr-x4.toml (in ./configs or the checkout's "
-        "configs/); not needed with --resume",
+        help="recipe file, or a recipe's name: sr-x4 is ./configs/sr-x4.toml (run from the repository root); "
+        "not needed with --resume",
     )
     parser.add_argument(
         "--data", action="append", type=Path, default=[], help="folder of training images (repeatable)"
@@ -63,16 +63,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-#: The recipes of a checkout (the repository's configs/, beside src/); absent from an installed wheel.
-CHECKOUT_RECIPES = Path(__file__).resolve().parents[3] / "configs"
+#: Where a recipe's name is looked up: the working directory's configs/ (the repository's, from its root). The
+#: code never looks for the checkout it was installed from: an installed package has none.
+RECIPES = Path("configs")
 
 
 def find_recipe(config: Path) -> Path:
-    """`--config`: a file, or a recipe's name ("sr-x4", "restore-x4-cpu"), looked up as NAME.toml in ./configs
-    and then in the configs/ of the checkout decrappify runs from. `ConfigError` listing the recipes otherwise."""
+    """`--config`: a file, or a recipe's name ("sr-x4", "restore-x4-cpu"), looked up as NAME.toml in ./configs.
+    `ConfigError` listing the recipes there otherwise."""
     if config.exists() or config.suffix or len(config.parts) > 1:
         return config  # a path: load_config names it if it is missing
-    folders = [Path("configs"), CHECKOUT_RECIPES]
+    folders = [RECIPES]
     for folder in folders:
         if (folder / f"{config}.toml").is_file():
             return folder / f"{config}.toml"
