@@ -59,6 +59,7 @@ def fresh_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """tmp/clone (the working folder) and tmp/shared with the tour's data, a few small pictures each."""
     clone, shared = tmp_path / "clone", tmp_path / "shared"
     clone.mkdir()
+    (clone / "configs").symlink_to(REPO / "configs")  # a clone has the recipes; the tour names them from its root
     real = SHARED / "data"
     for i, name in enumerate(["100007.jpg", "100039.jpg", "100099.jpg"]):
         _photo(real / "bsds500" / "test" / name, shared / "data" / "bsds500" / "test" / name, (96, 80), i)
