@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from decrappify.cli.options import add_max_pixels
+from decrappify.cli.options import add_existing_outputs, add_max_pixels
 from decrappify.data.crappify import MANIFEST_NAME, crappify_folder
 from decrappify.data.degrade import DEFAULT_PRESET, PRESETS
 from decrappify.errors import ConfigError
@@ -65,12 +65,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write the clean counterparts (resized, cropped to a multiple of the scale) as PNG under DIR",
     )
-    existing = parser.add_mutually_exclusive_group()
-    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    existing.add_argument(
-        "--skip-existing",
-        action="store_true",
-        help="leave images an earlier run with the same preset, seed and size finished (checked before any "
+    add_existing_outputs(
+        parser,
+        overwrite_help="replace existing outputs",
+        skip_help="leave images an earlier run with the same preset, seed and size finished (checked before any "
         "work) and make the rest, e.g. after adding photos or stopping a run",
     )
     add_max_pixels(parser)

@@ -39,6 +39,15 @@ def apply_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def add_existing_outputs(parser: argparse.ArgumentParser, *, overwrite_help: str, skip_help: str) -> None:
+    """`--overwrite` or `--skip-existing` (never both): what a command does with outputs that already exist.
+
+    Without either, an existing output is an error, found before any work is done."""
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    existing.add_argument("--skip-existing", action="store_true", help=skip_help)
+
+
 def add_precision(parser: argparse.ArgumentParser) -> None:
     """`--precision auto|fp32|bf16`: the number format the network runs in."""
     parser.add_argument(

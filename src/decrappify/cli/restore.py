@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from decrappify.cli.options import add_max_pixels, add_precision, add_threads, apply_threads
+from decrappify.cli.options import add_existing_outputs, add_max_pixels, add_precision, add_threads, apply_threads
 from decrappify.errors import ConfigError, InputError
 from decrappify.inference.colour_check import COLOUR_PHOTO_SPREAD, has_real_colour
 from decrappify.inference.ensemble import ENSEMBLES
@@ -99,12 +99,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--format", choices=tuple(FORMATS), default="keep", help="output format; keep = the input's (default)"
     )
     parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
-    existing = parser.add_mutually_exclusive_group()
-    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
-    existing.add_argument(
-        "--skip-existing",
-        action="store_true",
-        help="leave inputs whose result already exists alone (checked before any work), e.g. to finish a "
+    add_existing_outputs(
+        parser,
+        overwrite_help="replace existing outputs (never an input)",
+        skip_help="leave inputs whose result already exists alone (checked before any work), e.g. to finish a "
         "batch that was stopped",
     )
     parser.add_argument(
