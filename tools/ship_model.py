@@ -16,6 +16,9 @@ What it does, so every shipped file and every figure on its card comes from one 
    evaluation and the speed are both of the model as users run it; the plain model's scores are listed too;
 4. keep everything measured in `docs/models/<name>.json`, render `docs/models/<name>.md` from it, and write the
    registry entry (`src/decrappify/models/registry.json`) with the headline metrics `decrappify models` lists.
+
+A `text-mask` model is scored as `decrappify evaluate --task text-mask` scores it (IoU, F1, box recall on BSD100,
+text drawn by restore-x1 and by restore-x4); its headline metrics are those.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 
 from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.methods import Method, ModelMethod
+from decrappify.evaluation.segmentation import evaluate_text_mask
 from decrappify.inference.benchmark import benchmark
 from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, views_for
 from decrappify.inference.precision import resolve_precision
@@ -38,6 +42,7 @@ from decrappify.inference.zoo import MODELS_DIR, REGISTRY_FILE
 from decrappify.io.atomic import atomic_write_text
 from decrappify.io.model_metadata import read_model_metadata
 from decrappify.nn.models import gflops_per_output_megapixel
+from decrappify.tasks import TEXT_MASK, is_segmentation_task
 from decrappify.weights import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +63,10 @@ EVAL_SETS = {
     "restore-x4": [("BSD100", "data/bsds500/val")],
     "restore-x1": [("BSD100", "data/bsds500/val")],
     "colorize": [("BSD100", "data/bsds500/val")],
+    TEXT_MASK: [("BSD100", "data/bsds500/val")],
 }
+#: A text-mask model's tables: the text of these presets (the first is the one its bar is set on).
+TEXT_MASK_PRESETS = ("restore-x1", "restore-x4")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +136,8 @@ def ship_file(
 
 def evaluation_tables(path: Path, task: str, scale: int, ensemble: str = "none") -> list[dict]:
     """Each evaluation set's table; a model that runs as an ensemble also gets its plain model's row."""
+    if is_segmentation_task(task):
+        return mask_tables(path)
     peers = SHARED / "models" / "peers" if task in PEER_TASKS else None
     tables = []
     for label, folder in EVAL_SETS[task]:
@@ -138,6 +148,17 @@ def evaluation_tables(path: Path, task: str, scale: int, ensemble: str = "none")
                           progress=True, perceptual=False)  # fmt: skip
         tables.append({"set": label, "markdown": result.to_markdown(), "summary": result.to_dict()})
         print(result.to_markdown())
+    return tables
+
+
+def mask_tables(path: Path) -> list[dict]:
+    """A text-mask model's tables: IoU, F1 and box recall on BSD100, one per preset whose text it finds."""
+    tables = []
+    for label, folder in EVAL_SETS[TEXT_MASK]:
+        for preset in TEXT_MASK_PRESETS:
+            result = evaluate_text_mask(SHARED / folder, [str(path)], preset=preset, keep_crops=False, progress=True)
+            tables.append({"set": f"{label} {preset}", "markdown": result.to_markdown(), "summary": result.to_dict()})
+            print(result.to_markdown())
     return tables
 
 
@@ -161,6 +182,10 @@ def headline(card: dict) -> dict:
     for table in card.get("evaluation", []):
         rows = {row["method"]: row for row in table["summary"]["results"]}
         ours = rows[card["name"]]
+        if table["summary"]["task"] == TEXT_MASK:
+            for key, title in (("iou", "IoU"), ("f1", "F1"), ("box_recall", "box recall")):
+                metrics[f"{table['set']} {title}"] = round(ours[key], 3)
+            continue
         base = rows.get("bicubic") or rows.get("input")
         metrics[f"{table['set']} PSNR_Y"] = round(ours["psnr_y"], 2)
         if table["set"] == "BSD100" and base is not None:
@@ -226,7 +251,9 @@ def render_card(card: dict) -> str:
         "",
         card["description"],
         "",
-        f"    decrappify restore photo.jpg -o out/ --model {card['name']}",
+        f"    decrappify detect photo.jpg -o masks/ --model {card['name']}"
+        if is_segmentation_task(info.get("task"))
+        else f"    decrappify restore photo.jpg -o out/ --model {card['name']}",
         "",
         "## How it was made",
         "",

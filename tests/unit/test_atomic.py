@@ -108,3 +108,27 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path: Path) -> None:
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == [".last.0a1b2c3d.tmp", ".log.csv.deadbeef.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden.tmp", "log.csv"]
+
+
+def test_atomic_write_path_gives_a_writer_a_file_name_with_the_same_guarantees(tmp_path):
+    from decrappify.io.atomic import atomic_write_path
+
+    target = tmp_path / "clip.mp4"
+    seen: list[Path] = []
+
+    def write(temporary: Path) -> None:
+        seen.append(temporary)
+        temporary.write_bytes(b"frames")
+
+    assert atomic_write_path(target, write) == target and target.read_bytes() == b"frames"
+    assert seen[0].parent == tmp_path and not seen[0].exists()
+    with pytest.raises(OutputError, match="already exists"):
+        atomic_write_path(target, write, overwrite=False)
+
+    def fail(temporary: Path) -> None:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_path(tmp_path / "other.mp4", fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

@@ -30,7 +30,7 @@ TORCHVISION_KEYS = {
                  "features.41.weight": (512,)},
     "vgg19": {"features.34.weight": (512, 512, 3, 3)},
 }  # fmt: skip
-TINY = {"resnet18": {"width": 4}, "resnet34": {"width": 4}, "resnet50": {"width": 4}}
+TINY = {"resnet18": {"width": 4}, "resnet34": {"width": 4}, "resnet50": {"width": 4}, "efficientnet-lite0": {}}
 
 
 def _tiny(name: str) -> torch.nn.Module:

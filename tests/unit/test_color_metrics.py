@@ -1,4 +1,5 @@
-"""Colourfulness, CIELAB a*b* error, the VGG perceptual distance, and their columns in evaluate / report."""
+"""Colourfulness, CIELAB a*b* error, hue agreement, the VGG perceptual distance, and their columns in evaluate /
+report."""
 
 from __future__ import annotations
 
@@ -69,6 +70,38 @@ def test_ab_error_matches_skimage_for_a_known_colour() -> None:
         metrics.ab_error(red, np.zeros((3, 2, 3)))
 
 
+def _lch_patch(lightness: float, chroma: float, hue_degrees: float, size: int = 4) -> np.ndarray:
+    """A flat sRGB patch of the given CIELAB lightness, chroma and hue (in gamut for the values used here)."""
+    from skimage.color import lab2rgb
+
+    hue = math.radians(hue_degrees)
+    lab = np.array([lightness, chroma * math.cos(hue), chroma * math.sin(hue)])
+    return np.broadcast_to(lab2rgb(lab[None, None]), (size, size, 3)).astype(np.float64)
+
+
+def test_hue_agreement_counts_hues_within_30_degrees_of_the_truths() -> None:
+    truth = _lch_patch(60, 40, 40)
+    assert metrics.hue_agreement(truth, truth) == 1.0
+    assert metrics.hue_agreement(_lch_patch(60, 40, 65), truth) == 1.0  # 25 degrees off, duller: agrees
+    assert metrics.hue_agreement(_lch_patch(50, 15, 65), truth) == 1.0  # lightness and chroma do not matter
+    assert metrics.hue_agreement(_lch_patch(60, 40, 75), truth) == 0.0  # 35 degrees off
+    assert metrics.hue_agreement(_lch_patch(60, 40, 220), truth) == 0.0  # the opposite hue
+    # the shorter way round the circle: 350 degrees is 20 from 10
+    assert metrics.hue_agreement(_lch_patch(60, 30, 350), _lch_patch(60, 30, 10)) == 1.0
+
+
+def test_hue_agreement_judges_only_colourful_truth_and_grey_never_agrees() -> None:
+    colourful, muted = _lch_patch(60, 40, 40), _lch_patch(60, 5, 200)
+    truth = np.concatenate([colourful, muted], axis=1)  # half the pixels have chroma 5: not judged
+    pred = np.concatenate([colourful, colourful], axis=1)  # right where judged, "wrong" where not
+    assert metrics.hue_agreement(pred, truth) == 1.0
+    grey = np.full_like(truth, 0.5)
+    assert metrics.hue_agreement(grey, truth) == 0.0  # no chroma, no hue (atan2(0, 0) would say red, 0 deg)
+    assert metrics.hue_agreement(grey, grey) is None  # nothing colourful to judge
+    half = np.concatenate([colourful, _lch_patch(60, 40, 160)], axis=1)
+    assert metrics.hue_agreement(half, np.concatenate([colourful, colourful], axis=1)) == 0.5
+
+
 # ---------------------------------------------------------------------------------------------- perceptual
 
 
@@ -135,11 +168,14 @@ def test_colorize_evaluation_reports_colour_and_perceptual_columns(
     assert sepia["colourfulness"] > 5 and grey["ab_error"] > 5 and sepia["ab_error"] > 0
     assert grey["perceptual"] > 0 and sepia["perceptual"] > 0
     assert data["truth"]["colourfulness"] > sepia["colourfulness"]
+    assert grey["hue_agreement"] == 0.0 and 0 < sepia["hue_agreement"] < 1  # brown is right only where it is brown
+    assert data["images"][0]["scores"]["sepia"]["hue_agreement"] is not None
     table = result.to_markdown()
-    assert "| VGG dist | colourfulness | a*b* error |" in table and "not LPIPS" in table
+    assert "| VGG dist | colourfulness | a*b* error | hue within 30° |" in table and "not LPIPS" in table
     assert "colourfulness of the truth" in table
     page = write_report(result, tmp_path / "report").read_text()
-    assert "<th>VGG distance</th><th>colourfulness</th><th>a*b* error</th>" in page and "not LPIPS" in page
+    assert "<th>VGG distance</th><th>colourfulness</th><th>a*b* error</th><th>hue within 30°</th>" in page
+    assert "not LPIPS" in page and "hue within 30°: " in page
 
 
 def test_other_tasks_have_no_colour_columns_and_perceptual_can_be_off(photo_dir) -> None:
@@ -149,6 +185,7 @@ def test_other_tasks_have_no_colour_columns_and_perceptual_can_be_off(photo_dir)
     assert set(data) == {"task", "dataset", "scale", "results", "images"}
     (row,) = data["results"]
     assert row["perceptual"] is None and row["colourfulness"] is None and row["ab_error"] is None
+    assert row["hue_agreement"] is None
     assert "VGG dist" not in result.to_markdown() and "colourfulness" not in json.dumps(data).replace(
         '"colourfulness": null', ""
     )

@@ -67,7 +67,10 @@ def test_job_degrades_with_the_stream_of_its_relative_path(src: Path, tmp_path: 
         "size": [2, 2],  # floor(9 / 4), floor(10 / 4)
         "clean_size": [9, 10],
         "boxes": [list(box) for box in expected.boxes],
+        "mask": "sub/b_mask.png",  # restore-x4 draws text: its mask is written beside the picture
     }
+    with Image.open(tmp_path / "dst" / "sub" / "b_mask.png") as mask:
+        np.testing.assert_array_equal(np.asarray(mask) > 0, expected.text_mask())
 
 
 def test_job_writes_the_clean_pair_cropped_to_a_multiple_of_the_scale(src: Path, tmp_path: Path) -> None:

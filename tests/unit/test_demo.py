@@ -40,7 +40,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shown(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> demo_module.DemoResult:
     out = tmp_path_factory.mktemp("demo")
     (out / "000-00-input.png").write_bytes(b"a crop an older, single-report demo left here")
-    return run_demo(out, models_dir=models_dir, perceptual=False)
+    return run_demo(out, models_dir=models_dir, perceptual=False, peer=False)
 
 
 def test_every_shipped_task_is_shown_restore_x4_first(shown: demo_module.DemoResult) -> None:
@@ -53,6 +53,17 @@ def test_every_shipped_task_is_shown_restore_x4_first(shown: demo_module.DemoRes
         "restore-x4: model tiny-restore-x4 vs bicubic",
         "restore-x1: model tiny-restore-x1 vs input",
     ]
+
+
+@pytest.mark.skipif(not demo_module.peer_installed(), reason="Real-ESRGAN's weights: decrappify[bench]")
+def test_restore_x4_shows_real_esrgan_beside_our_models(models_dir: Path, tmp_path: Path) -> None:
+    shown = run_demo(tmp_path / "out", tasks=["restore-x4", "restore-x1"], models_dir=models_dir,
+                     perceptual=False)  # fmt: skip
+    assert [item.result.methods for item in shown.tasks] == [
+        ["bicubic", "tiny-restore-x4", "Real-ESRGAN x4plus"],
+        ["input", "tiny-restore-x1"],
+    ]
+    assert "Real-ESRGAN x4plus" in (tmp_path / "out" / "restore-x4" / "index.html").read_text()
 
 
 def test_main_page_links_and_embeds_every_task(shown: demo_module.DemoResult) -> None:

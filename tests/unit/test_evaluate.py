@@ -22,8 +22,9 @@ from decrappify.tasks import TASKS
 PEER_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "peers" / "ESPCN_x4.pb"
 QUALITY_KEYS = {"niqe", "brisque", "hf_ratio", "periodic_artifact", "text_boxes_detected"}
 RESULT_KEYS = {"method", "psnr_y", "ssim_y", "psnr_rgb", "psnr_watermark", "seconds", "megapixels_per_second",
-               "perceptual", "colourfulness", "ab_error", *QUALITY_KEYS}  # fmt: skip
-OPTIONAL_KEYS = {"psnr_watermark", "perceptual", "colourfulness", "ab_error", *QUALITY_KEYS}  # null if not measured
+               "perceptual", "colourfulness", "ab_error", "hue_agreement", *QUALITY_KEYS}  # fmt: skip
+OPTIONAL_KEYS = {"psnr_watermark", "perceptual", "colourfulness", "ab_error", "hue_agreement",
+                 *QUALITY_KEYS}  # null if not measured
 
 
 def _synthetic(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -123,6 +124,7 @@ def test_json_has_exactly_the_documented_schema(clean_dir: Path, tmp_path: Path)
     for row in data["results"]:
         assert set(row) == RESULT_KEYS
         assert row["psnr_watermark"] is None and row["colourfulness"] is None and row["ab_error"] is None
+        assert row["hue_agreement"] is None
         assert all(isinstance(row[k], float) for k in RESULT_KEYS - {"method"} - OPTIONAL_KEYS)
     assert [image["image"] for image in data["images"]] == [record.relative for record in result.images]
     for name, row in zip(result.methods, data["results"], strict=True):

@@ -14,6 +14,7 @@ COMMAND_HELP: dict[str, str] = {
     "serve": "serve the models over HTTP: a JSON/upload API and a web page (needs decrappify[serve])",
     "train": "train a model on a folder of images (progress, checkpoints, --resume; torchrun for DDP)",
     "restore": "restore pictures (upscale, remove JPEG artefacts and watermarks, colourise) with a model",
+    "detect": "find watermark text in photos: write its mask (PNG) and a preview with the mask over the photo",
     "export": "export a model to ONNX (dynamic height and width) for ONNX Runtime and other runtimes",
     "benchmark": "measure restoration speed per backend (PyTorch, ONNX Runtime) against this machine's peak",
     "models": "list the shipped models (name, what it does, task, scale, size, default self-ensemble, metrics)",

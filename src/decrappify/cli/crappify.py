@@ -37,7 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "and per image its size [width, height] and watermark boxes [left, top, right, bottom) in the degraded\n"
             "image's pixels (multiply by the scale for the clean image). A downscaled output is floor(side / scale)\n"
             "pixels a side: its clean counterpart is the clean image cropped at the right and bottom to a multiple\n"
-            "of the scale. An input that cannot be read is reported by name; the others are still written (exit 1)."
+            "of the scale. Presets that draw a watermark also write NAME_mask.png beside each output: white on the\n"
+            "pixels the text changed, as drawn before JPEG, at the output's size (the manifest names it).\n"
+            "An input that cannot be read is reported by name; the others are still written (exit 1)."
         ),
         epilog=f"presets:\n{_presets_text()}",
     )

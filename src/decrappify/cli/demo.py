@@ -46,6 +46,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_false",
         help="never score the VGG perceptual distance",
     )
+    parser.add_argument(
+        "--no-peer",
+        dest="peer",
+        action="store_false",
+        help="leave out Real-ESRGAN x4plus's column on restore-x4 (shown when decrappify[bench] is installed)",
+    )
     add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -53,7 +59,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    demo = run_demo(args.out, tasks=args.tasks, perceptual=args.perceptual, precision=args.precision)
+    demo = run_demo(
+        args.out, tasks=args.tasks, perceptual=args.perceptual, precision=args.precision, peer=args.peer
+    )
     for item in demo.tasks:
         print(f"## {item.heading}\n\n{item.result.to_markdown()}")
     print(f"Page: {demo.page}  ({time.perf_counter() - started:.1f} s)")

@@ -11,12 +11,14 @@ from decrappify.errors import ConfigError, OutputError
 from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.methods import split_label
 from decrappify.evaluation.perceptual import PerceptualDistance
-from decrappify.evaluation.report import write_json, write_report
+from decrappify.evaluation.report import write_json, write_mask_report, write_report
+from decrappify.evaluation.segmentation import evaluate_text_mask
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.inference.realesrgan import is_realesrgan
 from decrappify.inference.zoo import resolve_model
 from decrappify.io.model_metadata import is_onnx_file, read_model_metadata
-from decrappify.tasks import TASKS
+from decrappify.io.video import is_video_path
+from decrappify.tasks import TASKS, TEXT_MASK, TEXT_MASK_PRESET, is_segmentation_task
 from decrappify.weights import VGG_WEIGHTS_ENV
 
 log = logging.getLogger("decrappify")
@@ -41,6 +43,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--task",
         help=f"degradation and scale: one of {', '.join(TASKS)} (default: the task the --model files were "
         "trained for, when they agree)",
+    )
+    parser.add_argument(
+        "--preset",
+        help=f"--task {TEXT_MASK} only: the degradation whose text the mask models must find (default "
+        f"{TEXT_MASK_PRESET}; also restore-x4, watermark). Scores: pixel IoU and F1 pooled over the images, and the "
+        "share of watermark boxes some predicted line box overlaps with IoU > 0.5",
     )
     parser.add_argument(
         "--model",
@@ -102,6 +110,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "ensemble differs from its model's own gets a suffix such as '+dihedral')",
     )
     add_precision(parser)
+    video = parser.add_argument_group(
+        "videos: DATA_DIR may be a clean video clip (needs decrappify[video])",
+        "Every frame is degraded with the task's preset and the same random draws (a steady watermark and JPEG "
+        "quality, like a re-encoded video); each method is scored for PSNR_Y and SSIM_Y per frame and for "
+        "flicker: the mean absolute difference between consecutive output frames (R, G, B) minus the clean clip's "
+        "(8-bit levels; lower is steadier, 0 as steady as the truth).",
+    )
+    video.add_argument(
+        "--temporal-smoothing",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also score each model with temporal smoothing of strength S (0..1; default: not scored)",
+    )
+    video.add_argument("--max-frames", type=int, default=None, metavar="N", help="score only the first N frames")
     parser.set_defaults(handler=run)
     return parser
 
@@ -141,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
     if args.task is None:
         args.task = _task_of_models(args.models)
         log.info("task %s (from the model files)", args.task)
+    if Path(args.data_dir).is_file() and is_video_path(args.data_dir):
+        return _run_video(args)
+    if is_segmentation_task(args.task):
+        return _run_text_mask(args)
+    if args.preset is not None:
+        raise ConfigError(f"--preset: only for --task {TEXT_MASK}; the --task {args.task} degrades with its own preset")
     perceptual = args.perceptual  # None: scored when $DECRAPPIFY_VGG_WEIGHTS names a file; False: off
     if perceptual is None and args.vgg_weights:
         perceptual = PerceptualDistance.from_weights(args.vgg_weights)
@@ -166,4 +195,51 @@ def run(args: argparse.Namespace) -> int:
     if result.failed:
         log.warning("%d of %d images skipped", len(result.failed), len(result.failed) + len(result.images))
         return 1
+    return 0
+
+
+def _run_text_mask(args: argparse.Namespace) -> int:
+    """`--task text-mask`: score mask models (IoU, F1, box recall) on text drawn by `--preset`."""
+    if args.peers:
+        raise ConfigError(f"--peers: the OpenCV peers restore pictures; --task {TEXT_MASK} scores masks")
+    result = evaluate_text_mask(
+        args.data_dir,
+        args.models,
+        preset=args.preset or TEXT_MASK_PRESET,
+        seed=args.seed,
+        keep_crops=args.report is not None,
+        progress=not args.quiet,
+        precision=args.precision,
+    )
+    print(result.to_markdown(), end="")
+    if args.json:
+        log.info("wrote %s", write_json(result, args.json))
+    if args.report:
+        log.info("wrote %s", write_mask_report(result, args.report, overwrite=args.overwrite))
+    if result.failed:
+        log.warning("%d of %d images skipped", len(result.failed), len(result.failed) + len(result.images))
+        return 1
+    return 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    """DATA_DIR is a clean clip: fidelity per frame and flicker, with and without temporal smoothing."""
+    from decrappify.evaluation.video import evaluate_video
+
+    if args.report:
+        raise ConfigError("--report: pictures only; a video evaluation prints its table (and --json writes it)")
+    result = evaluate_video(
+        args.data_dir,
+        args.task,
+        args.models,
+        seed=args.seed,
+        smoothing=args.temporal_smoothing,
+        max_frames=args.max_frames,
+        ensemble=args.ensemble,
+        precision=args.precision,
+        progress=not args.quiet,
+    )
+    print(result.to_markdown(), end="")
+    if args.json:
+        log.info("wrote %s", write_json(result, args.json))
     return 0

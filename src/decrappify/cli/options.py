@@ -59,6 +59,58 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_outscale(parser: argparse.ArgumentParser) -> None:
+    """`--outscale S` and `--shrink-first`: any output scale from 1 to 8, whatever the model's own."""
+    parser.add_argument(
+        "--outscale",
+        type=_float_in(1.0, 8.0),
+        default=None,
+        metavar="S",
+        help="output size as a multiple of the input's, any number from 1 to 8 (default: the model's scale); "
+        "the model runs at its own scale and its output is resized (Lanczos up, area averaging down)",
+    )
+    parser.add_argument(
+        "--shrink-first",
+        action="store_true",
+        help="for an --outscale below the model's scale, shrink the input instead of the output: (scale/S)^2 "
+        "times faster but blurrier (docs/benchmarks/outscale.md)",
+    )
+
+
+def add_strength(parser: argparse.ArgumentParser) -> None:
+    """`--strength S` and `--blend-with MODEL`: a model part way to its pair (network interpolation)."""
+    parser.add_argument(
+        "--strength",
+        type=_float_in(0.0, 1.0),
+        default=None,
+        metavar="S",
+        help="mix the model with its pair: 0 is the model, 1 the pair (such as its GAN fine-tune: more texture, "
+        "less fidelity); weights are interpolated when both share an architecture, else outputs are blended "
+        "(default: the model alone)",
+    )
+    parser.add_argument(
+        "--blend-with",
+        default=None,
+        metavar="NAME|PATH",
+        help="the model --strength mixes toward (default: the pair the model file names)",
+    )
+
+
+def _float_in(low: float, high: float):
+    """An argparse type: a float in [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)

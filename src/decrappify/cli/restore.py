@@ -9,16 +9,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from decrappify.cli.options import add_existing_outputs, add_max_pixels, add_precision, add_threads, apply_threads
+from decrappify.cli.options import (
+    add_existing_outputs,
+    add_max_pixels,
+    add_outscale,
+    add_precision,
+    add_strength,
+    add_threads,
+    apply_threads,
+)
+from decrappify.cli.restore_masked import add_mask_options, masked_step
+from decrappify.cli.restore_video import add_video_options, restore_video_item, video_result_exists, video_target
 from decrappify.errors import ConfigError, InputError
 from decrappify.inference.colour_check import COLOUR_PHOTO_SPREAD, has_real_colour
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.inference.memory import DEFAULT_MAX_OUTPUT_PIXELS
-from decrappify.inference.restorer import DEFAULT_TILE, Restorer
+from decrappify.inference.outscale import check_output, restore_picture_at
+from decrappify.inference.restorer import DEFAULT_TILE
 from decrappify.inference.runners import BACKENDS, DEVICES
+from decrappify.inference.strength import restorer_with_strength
 from decrappify.inference.zoo import DEFAULT_MODEL
 from decrappify.io.images import WRITE_FORMATS, Picture, read_image, read_image_size, write_image
 from decrappify.io.jobs import BatchItem, collect_inputs, mark_shared_outputs, output_path, run_batch
+from decrappify.io.video import is_video_path
 from decrappify.tasks import is_colour_task
 
 log = logging.getLogger("decrappify")
@@ -43,7 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "gap); when a tile does not fit in memory it is halved and retried. "
             "Before a picture is decoded, its output size and the memory it needs are checked. Two inputs "
             "whose results would have the same name are not both written: the later one fails. "
-            "Exit status 1 if any input failed (all the others are still written)."
+            "Exit status 1 if any input failed (all the others are still written). Videos (named explicitly "
+            "or by a pattern ending in their suffix) are restored frame by frame: see the video options below."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
@@ -130,6 +144,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_threads(parser)
     add_precision(parser)
+    add_outscale(parser)
+    add_strength(parser)
+    add_video_options(parser)
+    add_mask_options(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -154,6 +172,8 @@ def _suffix_for(item: BatchItem, fmt: str) -> str | None:
 
 def _target_for(item: BatchItem, args: argparse.Namespace) -> Path:
     """Where an input's result goes: under `-o` (input tree mirrored) or beside the input, with `--suffix`."""
+    if is_video_path(item.source):
+        return video_target(item, args, DEFAULT_SUFFIX)
     suffix = args.suffix if args.suffix is not None else ("" if args.output else DEFAULT_SUFFIX)
     if args.output:
         target = output_path(item, Path(args.output), _suffix_for(item, args.format))
@@ -169,7 +189,7 @@ def _split_existing(
     `--overwrite` an existing result fails its item here, before the model is even loaded."""
     to_run, skipped = [], []
     for item in items:
-        if item.problem is None and not args.overwrite and _target_for(item, args).exists():
+        if item.problem is None and not args.overwrite and _result_exists(item, args):
             if args.skip_existing:
                 skipped.append(item.source)
                 continue
@@ -179,10 +199,15 @@ def _split_existing(
     return to_run, skipped
 
 
+def _result_exists(item: BatchItem, args: argparse.Namespace) -> bool:
+    target = _target_for(item, args)
+    return video_result_exists(target, args) if is_video_path(item.source) else target.exists()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.max_output_pixels < 1:
         raise ConfigError(f"--max-output-pixels: must be at least 1, got {args.max_output_pixels}")
-    items = collect_inputs(args.inputs)
+    items = collect_inputs(args.inputs, videos=True)
     items = mark_shared_outputs(items, lambda item: _target_for(item, args))
     items, skipped = _split_existing(items, args)
     if skipped:
@@ -193,8 +218,10 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s", report.summary())
         return report.exit_code
     apply_threads(args.threads)
-    restorer = Restorer.from_pretrained(
+    restorer = restorer_with_strength(
         args.model,
+        args.strength,
+        blend_with=args.blend_with,
         device=args.device,
         backend=args.backend,
         tile=args.tile,
@@ -213,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     )
     inputs = {item.source.resolve(): item.source for item in items if item.problem is None}
     colourise = is_colour_task(restorer.task)
+    masked = masked_step(args, restorer, len(inputs))  # --only-masked: None without it
 
     def job(item: BatchItem) -> Path:
         target = _target_for(item, args)
@@ -220,10 +248,17 @@ def run(args: argparse.Namespace) -> int:
         other = inputs.get(target.resolve())
         if other is not None:
             protect.append(other)
+        if is_video_path(item.source):
+            if masked is not None:
+                raise InputError(item.source, "--only-masked restores pictures, not videos")
+            return restore_video_item(restorer, item, target, args)
         width, height = read_image_size(item.source, max_pixels=args.max_pixels)
-        restorer.check_fits(
+        check_output(
+            restorer,
             width,
             height,
+            outscale=args.outscale,
+            shrink_first=args.shrink_first,
             path=item.source,
             max_output_pixels=args.max_output_pixels,
             max_memory_bytes=args.max_memory,
@@ -231,7 +266,12 @@ def run(args: argparse.Namespace) -> int:
         picture = read_image(item.source, max_pixels=args.max_pixels)
         if colourise:
             _check_not_in_colour(picture, item.source, force=args.force)
-        restored = restorer.restore(picture, on_tile=None if args.quiet else _TileProgress(item.source.name))
+        on_tile = None if args.quiet else _TileProgress(item.source.name)
+        if masked is not None:
+            restored = masked(item, picture, on_tile)
+        else:
+            restored = restore_picture_at(restorer, picture, args.outscale, shrink_first=args.shrink_first,
+                                          on_tile=on_tile)  # fmt: skip
         return write_image(restored, target, overwrite=args.overwrite, quality=args.quality, protect=protect)
 
     report = run_batch(items, job, desc="restore", quiet=args.quiet)

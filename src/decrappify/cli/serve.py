@@ -19,6 +19,10 @@ from decrappify.serve.settings import (
     DEFAULT_MAX_OUTPUT_PIXELS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MAX_VIDEO_BYTES,
+    DEFAULT_MAX_VIDEO_FRAMES,
+    DEFAULT_MAX_VIDEO_PIXELS,
+    DEFAULT_MAX_VIDEO_SECONDS,
     DEFAULT_MIN_UPLOAD_BYTES_PER_S,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -50,6 +54,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME|PATH",
         help="shipped model names or model files to serve; the first is the default (default: every shipped model)",
+    )
+    parser.add_argument(
+        "--mask-model",
+        metavar="NAME|PATH",
+        help="text-mask model for POST /v1/detect and the page's 'repair only the watermark' (default: the "
+        "shipped text-mask, when there is one)",
     )
     parser.add_argument("--workers", type=int, default=1, help="restorations running at once (default 1)")
     parser.add_argument(
@@ -109,6 +119,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--tile", type=int, default=512, help="tile size in input pixels; 0: whole picture (default 512)"
     )
     add_precision(parser)
+    video = parser.add_argument_group("video jobs (POST /v1/jobs; needs decrappify[video])")
+    video.add_argument(
+        "--max-video-mb",
+        type=float,
+        default=DEFAULT_MAX_VIDEO_BYTES / _MB,
+        help=f"largest video upload in MiB (default {DEFAULT_MAX_VIDEO_BYTES // _MB})",
+    )
+    video.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=DEFAULT_MAX_VIDEO_SECONDS,
+        help=f"longest clip (default {DEFAULT_MAX_VIDEO_SECONDS:g})",
+    )
+    video.add_argument(
+        "--max-video-frames",
+        type=int,
+        default=DEFAULT_MAX_VIDEO_FRAMES,
+        help=f"most frames in a clip; 0 turns video jobs off (default {DEFAULT_MAX_VIDEO_FRAMES})",
+    )
+    video.add_argument(
+        "--max-video-pixels",
+        type=int,
+        default=DEFAULT_MAX_VIDEO_PIXELS,
+        help=f"largest frame in pixels, width x height (default {DEFAULT_MAX_VIDEO_PIXELS}: 1280 x 720)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -121,6 +156,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         raise ConfigError(f"--min-upload-rate: must be a number of KB/s >= 0, got {args.min_upload_rate}")
     return ServeSettings(
         models=tuple(args.models),
+        mask_model=args.mask_model,
         token=args.token,
         max_upload_bytes=max(1, round(args.max_upload_mb * _MB)),
         max_pixels=args.max_pixels,
@@ -133,6 +169,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         device=args.device,
         tile=args.tile,
         precision=args.precision,
+        max_video_bytes=max(1, round(args.max_video_mb * _MB)),
+        max_video_seconds=args.max_video_seconds,
+        max_video_frames=args.max_video_frames,
+        max_video_pixels=args.max_video_pixels,
     )
 
 

@@ -176,9 +176,11 @@ def run(args: argparse.Namespace) -> int:
     if result.model_path is not None:
         metrics = result.state.metrics
         text = f", validation PSNR_Y {metrics['psnr_y']:.2f} dB" if "psnr_y" in metrics else ""
+        if "iou" in metrics:
+            text = f", validation IoU {metrics['iou']:.3f}"
         print(f"model: {result.model_path}{text}")
         score = result.state.best_score
         if result.best_path is not None and score is not None:
-            selection = selection_for(config.data.preset)
+            selection = selection_for(config.data.task or config.data.preset)
             print(f"best:  {result.best_path} (validation {selection.describe(score)})")
     return 0

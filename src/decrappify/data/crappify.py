@@ -4,7 +4,10 @@ Each clean image is read, converted to 8-bit RGB, optionally resized (`size`), a
 with a random stream derived from (seed, its path relative to SRC), so the outputs are byte-for-byte the same
 whatever the number of workers or their order, and the same as what `decrappify evaluate --task P --seed S`
 feeds the models. Outputs are PNG (lossless: the artefacts are exactly the pipeline's), the SRC tree mirrored; one
-`manifest.json` records the preset, seed, scale and, per image, its size and watermark boxes.
+`manifest.json` records the preset, seed, scale and, per image, its size and watermark boxes. Presets that draw a
+watermark also write each image's text mask beside it, NAME_mask.png (white on the pixels the text changed, at the
+degraded image's size; the name `decrappify detect` gives its masks, so `restore --only-masked --mask DST` takes
+them), and the manifest names it.
 
 Workers are separate processes, so each leaves its image's manifest entry as a small JSON record in a
 temporary folder; the parent gathers the records of the images that were written and writes the manifest once,
@@ -29,6 +32,8 @@ from decrappify.errors import ConfigError, InputError, OutputError
 from decrappify.io.atomic import atomic_write_text
 from decrappify.io.images import DEFAULT_MAX_PIXELS, picture_from_pil, picture_to_pil, read_image, write_image
 from decrappify.io.jobs import BatchItem, BatchReport, collect_inputs, output_path, run_batch
+
+MASK_SUFFIX = "_mask.png"  # the text mask beside each degraded PNG (as `decrappify detect` names its masks)
 
 MANIFEST_NAME = "manifest.json"
 
@@ -64,7 +69,7 @@ def crappify_folder(
     if skip_existing and not overwrite:
         items, kept = _skip_done(items, dst, hq_dir, {"preset": preset, "seed": seed, "size": size})
         overwrite = True  # what is left was not finished: a partial output of a stopped run is replaced
-    items = plan_outputs(items, dst, hq_dir, overwrite)
+    items = plan_outputs(items, dst, hq_dir, overwrite, masks=pipeline.draws_text)
     with tempfile.TemporaryDirectory(prefix="decrappify-crappify-") as records:
         job = CrappifyJob(pipeline, seed, dst, Path(records), hq_dir, size, max_pixels, overwrite)
         report = run_batch(items, job, workers=workers, desc="crappify", quiet=quiet)
@@ -108,6 +113,10 @@ class CrappifyJob:
         degraded = self.pipeline(clean, rng_for(self.seed, key))
         out = output_path(item, self.dst, ".png")
         self._write(degraded.image, out, picture.icc_profile, item.source)
+        mask = mask_path(item, self.dst) if self.pipeline.draws_text else None
+        if mask is not None:
+            text = Image.fromarray(degraded.text_mask().astype("uint8") * 255, "L")
+            write_image(picture_from_pil(text), mask, overwrite=self.overwrite, protect=(item.source,))
         if self.hq_dir is not None:
             hq_size = (degraded.image.width * degraded.scale, degraded.image.height * degraded.scale)
             hq = clean if hq_size == clean.size else clean.crop((0, 0, *hq_size))
@@ -118,6 +127,8 @@ class CrappifyJob:
             "clean_size": list(clean.size),
             "boxes": [list(box) for box in degraded.boxes],
         }
+        if mask is not None:
+            record["mask"] = mask.relative_to(self.dst).as_posix()
         _record_path(self.records, key).write_text(json.dumps(record), encoding="utf-8")
         return out
 
@@ -144,6 +155,7 @@ def _skip_done(
         key = item.relative.with_suffix(".png").as_posix()
         folders = [folder for folder in (dst, hq_dir) if folder is not None]
         done = all(output_path(item, folder, ".png").exists() for folder in folders)
+        done = done and ("mask" not in manifest["images"].get(key, {}) or mask_path(item, dst).exists())
         if item.problem is None and done and key in manifest["images"]:
             kept[key] = manifest["images"][key]
         else:
@@ -167,19 +179,30 @@ def check_folders(src: Path, dst: Path, hq_dir: Path | None) -> None:
         raise ConfigError(f"--hq-dir {hq_dir} is DST; the clean and degraded images need separate folders")
 
 
-def plan_outputs(items: list[BatchItem], dst: Path, hq_dir: Path | None, overwrite: bool) -> list[BatchItem]:
-    """Mark inputs whose PNG names collide (a.jpg, a.png); refuse if outputs exist and not overwrite."""
+def mask_path(item: BatchItem, dst: Path) -> Path:
+    """Where an image's text mask goes: beside its degraded PNG, photos/a.jpg -> DST/photos/a_mask.png."""
+    out = output_path(item, dst, ".png")
+    return out.with_name(out.stem + MASK_SUFFIX)
+
+
+def plan_outputs(
+    items: list[BatchItem], dst: Path, hq_dir: Path | None, overwrite: bool, *, masks: bool = False
+) -> list[BatchItem]:
+    """Mark inputs whose PNG names collide (a.jpg, a.png; with `masks` also a.jpg, a_mask.png); refuse if outputs
+    exist and not overwrite."""
     planned, seen, existing = [], {}, []
     for item in items:
         if item.problem is None:
-            key = item.relative.with_suffix(".png").as_posix().casefold()
-            first = seen.setdefault(key, item.source)
-            if first != item.source:
+            names = [item.relative.with_suffix(".png")]
+            names += [mask_path(item, dst).relative_to(dst)] if masks else []
+            firsts = [seen.setdefault(name.as_posix().casefold(), item.source) for name in names]
+            first = next((source for source in firsts if source != item.source), None)
+            if first is not None:
                 item = BatchItem(item.source, item.relative, f"same output name as {first}")
             else:
                 targets = [
                     output_path(item, folder, ".png") for folder in (dst, hq_dir) if folder is not None
-                ]
+                ] + ([mask_path(item, dst)] if masks else [])
                 existing += [target for target in targets if target.exists()]
         planned.append(item)
     if (dst / MANIFEST_NAME).exists():

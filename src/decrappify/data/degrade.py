@@ -7,9 +7,11 @@ are small frozen dataclasses (picklable, comparable, with a readable `repr` that
 `decrappify crappify` and on the fly by the training datasets.
 
 Pictures are 8-bit RGB `PIL.Image`s throughout (the training pairs are RGB). A step maps a `Degraded` (the image so
-far, the watermark boxes drawn so far, the scale factor so far) to a new one; geometric steps move the boxes with
-the pixels, so a box always frames the watermark's pixels in the current image and `box * scale` frames them in the
-clean one.
+far, the watermark boxes drawn so far, the text mask, the scale factor so far) to a new one; geometric steps move
+the boxes and the mask with the pixels, so a box always frames the watermark's pixels in the current image and
+`box * scale` frames them in the clean one. The mask is the text's glyphs as drawn: every pixel the watermark
+changed, recorded before any later step (JPEG, noise, blur) touches them. Recording it draws nothing from the
+random stream, so the degraded pictures are the same with or without anyone reading it.
 """
 
 from __future__ import annotations
@@ -60,10 +62,17 @@ class Degraded:
     image: Image.Image  # RGB, 8-bit
     boxes: list[Box] = field(default_factory=list)  # watermark boxes, in `image`'s coordinates
     scale: int = 1  # clean size = degraded size * scale (after `modcrop` of the clean image)
+    mask: np.ndarray | None = None  # H x W bool, True where text was drawn, `image`'s pixels; None: no text yet
 
     def clean_boxes(self) -> list[Box]:
         """The watermark boxes in the clean image's pixels (where they are scored and weighted)."""
         return [scale_box(box, self.scale) for box in self.boxes]
+
+    def text_mask(self) -> np.ndarray:
+        """H x W bool at `image`'s size: True on the pixels the watermark's glyphs changed (all False if none)."""
+        if self.mask is None:
+            return np.zeros((self.image.height, self.image.width), dtype=bool)
+        return self.mask
 
 
 def scale_box(box: Box | tuple[int, ...], scale: int) -> Box:
@@ -161,6 +170,24 @@ def _keep(boxes: Iterable[Box | None]) -> list[Box]:
     return [box for box in boxes if box is not None]
 
 
+def _block_edges(length: int, scale: int) -> np.ndarray:
+    """Start of each output pixel's block of `scale` input pixels along one axis, as `Downscale` crops and shrinks
+    it (a side shorter than `scale` is one block)."""
+    return np.arange(0, length - length % scale, scale) if length >= scale else np.zeros(1, dtype=int)
+
+
+def shrink_mask(mask: np.ndarray | None, scale: int) -> np.ndarray | None:
+    """A text mask after `Downscale(scale)`: an output pixel is text when any input pixel of its block was."""
+    if mask is None or scale == 1:
+        return mask
+    height, width = mask.shape
+    rows = np.maximum.reduceat(mask, _block_edges(height, scale), axis=0)
+    if height >= scale:
+        rows = rows[: height // scale]
+    out = np.maximum.reduceat(rows, _block_edges(width, scale), axis=1)
+    return out[:, : width // scale] if width >= scale else out
+
+
 # --------------------------------------------------------------------------------------------- degradations
 
 
@@ -202,14 +229,15 @@ class Downscale(Degradation):
         small = image.resize(out_size, RESAMPLE[name]) if scale > 1 else image
         reach = _RESAMPLE_REACH[name]
         boxes = _keep(_grow_box(_shrink_box(box, scale), reach, out_size) for box in sample.boxes)
-        return Degraded(small, boxes, sample.scale * scale)
+        return Degraded(small, boxes, sample.scale * scale, shrink_mask(sample.mask, scale))
 
 
 @dataclass(frozen=True)
 class Jpeg(Degradation):
     """JPEG compression at a quality drawn uniformly from the integers in [low, high] (or a fixed quality).
 
-    Boxes are kept as they are: they mark where the text was drawn, and block artefacts are the JPEG task's business.
+    Boxes and the mask are kept as they are: they mark where the text was drawn, and block artefacts are the JPEG
+    task's business.
     """
 
     quality: IntRange = (10, 70)
@@ -240,7 +268,8 @@ class GaussianNoise(Degradation):
 
 @dataclass(frozen=True)
 class GaussianBlur(Degradation):
-    """Gaussian blur (Pillow's, `sigma` = standard deviation in pixels); boxes grow by the blur's reach."""
+    """Gaussian blur (Pillow's, `sigma` = standard deviation in pixels); boxes grow by the blur's reach, the text
+    mask stays the glyphs as drawn."""
 
     sigma: FloatRange = (0.2, 2.0)
 
@@ -252,7 +281,7 @@ class GaussianBlur(Degradation):
         image = sample.image.filter(ImageFilter.GaussianBlur(sigma)) if sigma > 0 else sample.image
         reach = math.ceil(3 * sigma) + 1 if sigma > 0 else 0
         boxes = _keep(_grow_box(box, reach, image.size) for box in sample.boxes)
-        return Degraded(image, boxes, sample.scale)
+        return Degraded(image, boxes, sample.scale, sample.mask)
 
 
 @dataclass(frozen=True)
@@ -287,8 +316,9 @@ class TextWatermark(Degradation):
 
     `size` is the font size as a fraction of the image's shorter side, but never below `min_size` pixels (so the
     text stays legible on small images) and shrunk to fit the width when it can. The recorded box is the tight
-    bounding box of the pixels the text actually changed; if it changed none (text the colour of the background),
-    no box is recorded. `probability` < 1 leaves some images unmarked.
+    bounding box of the pixels the text actually changed, and those pixels are added to the text mask; if it
+    changed none (text the colour of the background), no box is recorded. `probability` < 1 leaves some images
+    unmarked.
     """
 
     size: FloatRange = (0.08, 0.25)
@@ -317,11 +347,12 @@ class TextWatermark(Degradation):
         top = int(rng.integers(min(0, height - mask.height), max(0, height - mask.height) + 1))
         colour = rng.integers(0, 256, size=3).astype(np.float32)
         opacity = _uniform(rng, self.opacity)
-        image, box = _composite(sample.image, mask, (left, top), colour, opacity)
-        if box is None:
+        image, changed = _composite(sample.image, mask, (left, top), colour, opacity)
+        if changed is None:
             log.debug("watermark %r changed no pixel", text)
             return replace(sample, image=image)
-        return Degraded(image, [*sample.boxes, box], sample.scale)
+        text_mask = sample.text_mask() | changed
+        return Degraded(image, [*sample.boxes, _bounding_box(changed)], sample.scale, text_mask)
 
     def _render(self, text: str, image_size: tuple[int, int], fraction: float) -> Image.Image:
         """The text's coverage ("L" mask, tight around the ink), at a size that fits the image when it can."""
@@ -338,10 +369,17 @@ class TextWatermark(Degradation):
         return mask
 
 
+def _bounding_box(mask: np.ndarray) -> Box:
+    """The tight box around a mask's True pixels (it has some)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
 def _composite(
     image: Image.Image, mask: Image.Image, origin: tuple[int, int], colour: np.ndarray, opacity: float
-) -> tuple[Image.Image, Box | None]:
-    """Blend `colour` into `image` through `mask * opacity` placed at `origin`; return it and the changed box."""
+) -> tuple[Image.Image, np.ndarray | None]:
+    """Blend `colour` into `image` through `mask * opacity` placed at `origin`; return it and the mask of the
+    pixels that changed (the image's size), or None when none did."""
     width, height = image.size
     x0, y0 = max(0, origin[0]), max(0, origin[1])
     x1, y1 = min(width, origin[0] + mask.width), min(height, origin[1] + mask.height)
@@ -358,9 +396,9 @@ def _composite(
     if not changed.any():
         return image, None
     pixels[y0:y1, x0:x1] = blended
-    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
-    box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
-    return Image.fromarray(pixels, "RGB"), box
+    full = np.zeros((height, width), dtype=bool)
+    full[y0:y1, x0:x1] = changed
+    return Image.fromarray(pixels, "RGB"), full
 
 
 # ------------------------------------------------------------------------------------------ pipeline, presets
@@ -382,6 +420,11 @@ class Pipeline:
     @property
     def scale(self) -> int:
         return math.prod(step.scale for step in self.steps if isinstance(step, Downscale))
+
+    @property
+    def draws_text(self) -> bool:
+        """Whether a step draws a watermark (so `Degraded.text_mask()` can hold text)."""
+        return any(isinstance(step, TextWatermark) for step in self.steps)
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Degraded:
         """Degrade an 8-bit image (converted to RGB; alpha is dropped) with randomness from `rng`."""
@@ -416,6 +459,10 @@ def _colorize() -> Pipeline:
     return Pipeline((Grayscale(),))
 
 
+def _watermark() -> Pipeline:
+    return Pipeline((TextWatermark(),))
+
+
 PRESETS: dict[str, Preset] = {
     "sr-x4": Preset(
         "x4 bicubic downscale only (PIL BICUBIC): the clean degradation of the SR benchmarks", _sr_x4
@@ -426,6 +473,10 @@ PRESETS: dict[str, Preset] = {
     ),
     "restore-x1": Preset("random text watermark, JPEG quality 10-70, same size", _restore_x1),
     "colorize": Preset("grayscale (luma in three equal channels), same size", _colorize),
+    "watermark": Preset(
+        "random text watermark drawn on the clean photo, nothing else (no downscale, no JPEG), same size",
+        _watermark,
+    ),
 }
 DEFAULT_PRESET = "restore-x4"
 
@@ -459,4 +510,5 @@ __all__ = [
     "random_text",
     "resize_shorter_side",
     "rng_for",
+    "shrink_mask",
 ]

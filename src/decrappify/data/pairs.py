@@ -156,6 +156,10 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
+    def eligible(self, crop: int) -> list[int]:
+        """Indices of the images a `crop`-pixel (clean) sample can be cut from."""
+        return self.store.eligible(crop)
+
     def __getitem__(self, key: SampleKey) -> tuple[np.ndarray, ...]:
         """(lq, hq), or with `with_boxes` (lq, hq, mask): mask is H x W x 1 uint8, 1 inside a watermark box."""
         index, crop, seed = key

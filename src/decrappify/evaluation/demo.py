@@ -13,6 +13,7 @@ everything else together, so by default only the first task scores it: four task
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ import numpy as np
 from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.report import ReportSection, write_overview, write_report
 from decrappify.evaluation.results import EvaluationResult
+from decrappify.inference import realesrgan
 from decrappify.inference.zoo import ModelEntry, list_models
 from decrappify.io.images import Picture, write_image
-from decrappify.tasks import TASKS, check_task
+from decrappify.tasks import TASKS, check_task, is_segmentation_task
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ SAMPLES_FOLDER = "scikit-image-samples"
 # The order tasks are shown in: the lesson-7 task first, then its same-size sibling, then the rest.
 TASK_ORDER: tuple[str, ...] = ("restore-x4", "restore-x1", "sr-x4", "colorize")
 PRIMARY_TASK = TASK_ORDER[0]
+#: Tasks shown next to the peer people actually use, Real-ESRGAN x4plus (when decrappify[bench] installed it).
+PEER_TASKS: tuple[str, ...] = ("restore-x4",)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ def plan_tasks(
     """
     by_task: dict[str, list[ModelEntry]] = {}
     for entry in list_models(models_dir):
+        if is_segmentation_task(entry.task):
+            continue  # a text-mask model makes no picture to show beside the others (`decrappify detect`)
         if entry.task in TASKS:
             by_task.setdefault(entry.task, []).append(entry)
         else:
@@ -110,13 +116,15 @@ def run_demo(
     models_dir: Path | None = None,
     perceptual: bool | None = None,
     precision: str = "fp32",
+    peer: bool = True,
 ) -> DemoResult:
     """Degrade the sample photos per task, restore them with the baseline and the shipped models, write the pages.
 
     `tasks`, `models_dir`: see `plan_tasks` (`models_dir` None: the installed package's models).
     `perceptual`: None scores the VGG distance on the first task only (when the weights exist; it is the slow
     part), True on every task (`WeightsError` without weights), False never. `precision`: the models' number
-    format (`decrappify.inference.precision`).
+    format (`decrappify.inference.precision`). `peer`: add Real-ESRGAN x4plus's column beside our models on
+    `PEER_TASKS` when its weights are installed (a few seconds per photo on a CPU).
     """
     out_dir = Path(out_dir)
     truth_dir = out_dir / SAMPLES_FOLDER
@@ -126,6 +134,8 @@ def run_demo(
         vgg = perceptual if perceptual is not None or number == 0 else False
         # Paths, not names: a model from `models_dir` is not findable by name in the installed package.
         paths = [str(entry.path) for entry in models]
+        if peer and models and task in PEER_TASKS and peer_installed():
+            paths.append(realesrgan.NAME)
         result = evaluate(truth_dir, task, methods=paths, perceptual=vgg, precision=precision)
         page = write_report(result, out_dir / task)
         shown.append(DemoTask(task=task, models=models, result=result, page=page))
@@ -141,6 +151,11 @@ def run_demo(
     page = write_overview(sections, out_dir, "decrappify demo", intro)
     log.info("demo page written to %s", page)
     return DemoResult(tasks=shown, page=page)
+
+
+def peer_installed() -> bool:
+    """Whether Real-ESRGAN x4plus's weights are installed (its package is located, not imported)."""
+    return importlib.util.find_spec(realesrgan.PACKAGE) is not None
 
 
 def _task_rank(task: str) -> int:

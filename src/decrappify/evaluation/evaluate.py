@@ -7,8 +7,9 @@ tables score) and compared with the clean image: PSNR and SSIM on the BT.601 Y c
 from each border, PSNR on RGB, and for watermark presets the PSNR inside the recorded watermark boxes.
 When VGG16 weights are available (`weights.default_vgg16_weights()`), every method also gets a perceptual
 distance (`perceptual.py`: an unweighted LPIPS-style distance on VGG16 features, NOT LPIPS; lower is better);
-without them that column is null. For `colorize`, colourfulness (Hasler & Suesstrunk) and the mean CIELAB a*b*
-error are added, and the truth's own colourfulness is reported for reference.
+without them that column is null. For `colorize`, colourfulness (Hasler & Suesstrunk), the mean CIELAB a*b*
+error and hue agreement (the share of the truth's colourful pixels given a hue within 30 degrees of theirs) are
+added, and the truth's own colourfulness is reported for reference.
 
 None of those judges a picture that looks real, so every output also gets (`quality.py`, `text_detection.py`):
 NIQE and BRISQUE (no-reference; also scored on the truth, the level to reach), the high-frequency power and the
@@ -39,14 +40,14 @@ import numpy as np
 from tqdm import tqdm
 
 from decrappify.data import degrade
-from decrappify.errors import DecrappifyError, InputError
+from decrappify.errors import ConfigError, DecrappifyError, InputError
 from decrappify.evaluation import metrics, quality, text_detection
 from decrappify.evaluation.methods import Method, create_methods, to_uint8
 from decrappify.evaluation.perceptual import PerceptualDistance, default_perceptual
 from decrappify.evaluation.results import Box, EvaluationResult, ImageRecord, Reference, Scores
 from decrappify.io.images import picture_to_pil, read_image
 from decrappify.io.listing import images_in_folder
-from decrappify.tasks import check_task, is_colour_task
+from decrappify.tasks import check_task, is_colour_task, is_segmentation_task
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def evaluate(
     (`ConfigError` naming the package when BRISQUE's is missing). `text_detection`: for watermark presets,
     None detects text when the detector is installed, False never, True requires it.
     """
-    pipeline = degrade.create_preset(check_task(task))
+    if is_segmentation_task(check_task(task)):
+        raise ConfigError(f"{task} models make masks, not pictures: score them with segmentation.evaluate_text_mask")
+    pipeline = degrade.create_preset(task)
     scale = int(pipeline.scale)
     images = images_in_folder(data_dir)
     chosen = create_methods(methods, scale, peers_dir, ensemble, precision)
@@ -127,7 +130,8 @@ def evaluate_image(
 ) -> ImageRecord:
     """Degrade one clean image once, run and score every method on it; `InputError` if it cannot be scored.
 
-    `perceptual` adds the VGG distance, `colour` colourfulness and a*b* error (and the truth's colourfulness),
+    `perceptual` adds the VGG distance, `colour` colourfulness, a*b* error and hue agreement (and the truth's
+    colourfulness),
     `quality` the no-reference, spectral and text scores it names (and the truth's and input's).
     """
     scale = int(pipeline.scale)
@@ -164,7 +168,8 @@ def evaluate_image(
             scores = dataclasses.replace(scores, perceptual=perceptual.distance(pred_float, reference, scale))
         if colour:
             scores = dataclasses.replace(scores, colourfulness=metrics.colourfulness(pred_float),
-                                         ab_error=metrics.ab_error(pred_float, hq, scale))  # fmt: skip
+                                         ab_error=metrics.ab_error(pred_float, hq, scale),
+                                         hue_agreement=metrics.hue_agreement(pred_float, hq, scale))  # fmt: skip
         if quality is not None:
             scores = dataclasses.replace(scores, **quality.scores(pred_float, hq, boxes))
         record.scores[method.name] = scores

@@ -6,9 +6,10 @@ rounded, range 16..235), with `scale` pixels cropped from each border and SSIM t
 results by 0.05-0.3 dB, which is the size of the differences between methods: so every number we report comes from
 here. Inputs are H x W x 3 float arrays in [0, 1]; all arithmetic is float64.
 
-For colourisation, PSNR says little (a plausible blue car scores worse than a grey one), so two colour measures
-follow: colourfulness (Hasler & Suesstrunk 2003; what a viewer calls vivid, 0 for grey) and the mean error in the
-a*b* plane of CIELAB (how far the colours are from the truth, ignoring lightness). The torch-based perceptual
+For colourisation, PSNR says little (a plausible blue car scores worse than a grey one), so three colour measures
+follow: colourfulness (Hasler & Suesstrunk 2003; what a viewer calls vivid, 0 for grey), the mean error in the
+a*b* plane of CIELAB (how far the colours are from the truth, ignoring lightness), and hue agreement (the share of
+colourful pixels given the right kind of colour, hue within 30 degrees). The torch-based perceptual
 distance lives in `perceptual.py`.
 """
 
@@ -185,3 +186,35 @@ def ab_error(pred: np.ndarray, hq: np.ndarray, border: int = 0) -> float:
     pred, hq = crop_border(pred, border), crop_border(hq, border)
     diff = rgb2lab(np.clip(pred, 0.0, 1.0))[..., 1:] - rgb2lab(np.clip(hq, 0.0, 1.0))[..., 1:]
     return float(np.mean(np.sqrt(np.sum(diff**2, axis=-1))))
+
+
+#: Hue agreement's settings (issue 18): the largest hue difference that agrees, and the truth's chroma below which
+#: a pixel has no hue worth judging (C*ab 10 is a muted colour; about 2.3 is a just-noticeable difference).
+HUE_TOLERANCE_DEGREES = 30.0
+HUE_MIN_TRUTH_CHROMA = 10.0
+#: A predicted pixel with less chroma than this has no hue: grey never agrees (atan2(0, 0) would call it red).
+HUE_MIN_PRED_CHROMA = 1.0
+
+
+def hue_agreement(pred: np.ndarray, hq: np.ndarray, border: int = 0) -> float | None:
+    """The share of pixels whose CIELAB hue (h_ab = atan2(b*, a*), the LCh hue) is within 30 degrees of the truth's,
+    among the pixels whose true chroma C*ab is above 10; ``None`` when no pixel of the truth is that colourful.
+
+    Colourfulness says how vivid a colourisation is and a*b* error how far off it is, but a vivid wrong colour
+    and a timid right one can score alike on both; this says whether the colour is the right *kind*. A predicted
+    pixel with chroma below 1 has no hue and does not agree, so a grey picture scores 0.
+    """
+    pred, hq = _rgb(pred, "hue_agreement"), _rgb(hq, "hue_agreement")
+    _check_same_shape(pred, hq)
+    pred, hq = crop_border(pred, border), crop_border(hq, border)
+    pred_ab = rgb2lab(np.clip(pred, 0.0, 1.0))[..., 1:]
+    true_ab = rgb2lab(np.clip(hq, 0.0, 1.0))[..., 1:]
+    judged = np.hypot(true_ab[..., 0], true_ab[..., 1]) > HUE_MIN_TRUTH_CHROMA
+    if not judged.any():
+        return None
+    pred_ab, true_ab = pred_ab[judged], true_ab[judged]
+    difference = np.arctan2(pred_ab[:, 1], pred_ab[:, 0]) - np.arctan2(true_ab[:, 1], true_ab[:, 0])
+    difference = np.abs((difference + np.pi) % (2 * np.pi) - np.pi)  # the shorter way round, in [0, pi]
+    hued = np.hypot(pred_ab[:, 0], pred_ab[:, 1]) >= HUE_MIN_PRED_CHROMA
+    return float(np.mean(hued & (difference <= np.deg2rad(HUE_TOLERANCE_DEGREES))))
+

@@ -22,6 +22,7 @@ from PIL import Image
 
 from decrappify.errors import OutputError
 from decrappify.evaluation.results import QUALITY_KEYS, EvaluationResult, ImageRecord, quality_notes
+from decrappify.evaluation.segmentation import SegmentationResult
 from decrappify.io.atomic import atomic_write_bytes
 
 _CROP_NAME = re.compile(r"[0-9]{3,}-[0-9]{2,}-[a-z0-9-]+\.png")
@@ -39,9 +40,9 @@ img { image-rendering: pixelated; display: block; }
 """
 
 
-def write_json(result: EvaluationResult, path: str | Path) -> Path:
+def write_json(result: EvaluationResult | SegmentationResult, path: str | Path) -> Path:
     """The scores as JSON: {"task", "dataset", "scale", "results": [...], "images": [...]}
-    (`EvaluationResult.to_dict`)."""
+    (`EvaluationResult.to_dict`; a text-mask evaluation's rows hold its own scores, `SegmentationResult.to_dict`)."""
     return atomic_write_bytes(path, result.to_json().encode("utf-8"))
 
 
@@ -76,6 +77,8 @@ def _columns(result: EvaluationResult, record: ImageRecord) -> list[tuple[str, l
             caption.append(f"VGG dist {scores.perceptual:.4f}")
         if scores.colourfulness is not None and scores.ab_error is not None:
             caption.append(f"colourfulness {scores.colourfulness:.1f} / a*b* error {scores.ab_error:.2f}")
+        if scores.hue_agreement is not None:
+            caption.append(f"hue within 30°: {scores.hue_agreement:.0%}")
         columns.append((name, caption + _quality_caption(scores), record.crops[name], zoom))
     columns[0][1].extend(_quality_caption(record.input))
     truth = ["truth"]
@@ -137,7 +140,8 @@ def _image_section(
     return f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>"
 
 
-OPTIONAL_KEYS = ("perceptual", "colourfulness", "ab_error", *(key for key, _ in QUALITY_KEYS))  # when measured
+#: the optional columns, shown when measured
+OPTIONAL_KEYS = ("perceptual", "colourfulness", "ab_error", "hue_agreement", *(key for key, _ in QUALITY_KEYS))
 #: Column headers and number formats of the summary table; a key not listed shows its own name and value.
 HEADERS = {
     "method": "method",
@@ -150,6 +154,7 @@ HEADERS = {
     "perceptual": "VGG distance",
     "colourfulness": "colourfulness",
     "ab_error": "a*b* error",
+    "hue_agreement": "hue within 30°",
     "niqe": "NIQE",
     "brisque": "BRISQUE",
     "hf_ratio": "HF ratio",
@@ -158,6 +163,7 @@ HEADERS = {
 }
 FORMATS = {"psnr_y": ".2f", "ssim_y": ".4f", "psnr_rgb": ".2f", "psnr_watermark": ".2f", "seconds": ".1f",
            "megapixels_per_second": ".2f", "perceptual": ".4f", "colourfulness": ".1f", "ab_error": ".2f",
+           "hue_agreement": ".3f",
            "niqe": ".3f", "brisque": ".2f", "hf_ratio": ".3f", "periodic_artifact": ".3f",
            "text_boxes_detected": ".2f"}  # fmt: skip
 
@@ -208,7 +214,8 @@ def _notes(result: EvaluationResult) -> str:
     truth = result.truth_colourfulness()
     if truth is not None:
         notes.append(f"colourfulness (Hasler &amp; S&uuml;sstrunk 2003) of the truth: {truth:.1f}; "
-                     "ab_error: mean CIELAB a*b* distance to the truth.")  # fmt: skip
+                     "ab_error: mean CIELAB a*b* distance to the truth; hue within 30&deg;: the share of the "
+                     "truth's colourful pixels (C*ab &gt; 10) given a hue within 30 degrees of theirs.")  # fmt: skip
     notes += [html.escape(note) + "." for note in quality_notes(result.summaries())]
     return "".join(f"<p>{note}</p>" for note in notes)
 
@@ -304,3 +311,43 @@ def write_overview(
     index = atomic_write_bytes(out_dir / "index.html", _page(title, header + parts))
     _remove_stale_crops(out_dir, set())  # an earlier single report in this folder left its crops here
     return index
+
+
+# ------------------------------------------------------------------------------------------------ text masks
+
+
+def write_mask_report(result: SegmentationResult, out_dir: str | Path, *, overwrite: bool = True) -> Path:
+    """`out_dir/index.html` for `evaluate --task text-mask`: the table, then per image the degraded input, each
+    model's mask tinted over it and the true mask, cropped around the watermark. Needs `keep_crops=True`."""
+    out_dir = Path(out_dir)
+    if any(not record.crops for record in result.images):
+        raise OutputError(out_dir, "the evaluation kept no crops (evaluate_text_mask(..., keep_crops=True) is needed)")
+    if not overwrite and (out_dir / "index.html").exists():
+        raise OutputError(out_dir / "index.html", "already exists; use --overwrite to replace the report")
+    rows = result.to_dict()["results"]
+    keys = ["method", "iou", "f1", "precision", "recall", "box_recall", "seconds", "megapixels_per_second"]
+    head = "".join(f"<th>{html.escape(key)}</th>" for key in keys)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(k, r[k]))}</td>" for k in keys) + "</tr>" for r in rows)
+    parts = [f"<p>{len(result.images)} images degraded with {html.escape(result.preset)}; red: the mask "
+             f"(threshold {result.threshold:g}); pixel scores pooled over all images.</p>",
+             f"<table><tr>{head}</tr>{body}</table>"]  # fmt: skip
+    written = set()
+    for index, record in enumerate(result.images):
+        figures = []
+        for column, key in enumerate(["input", *result.methods, "truth"]):
+            crop = record.crops[key]
+            zoom = max(1, DISPLAY_SIZE // max(crop.shape[:2]))
+            name = _crop_name(index, column, key)
+            atomic_write_bytes(out_dir / name, _png(_zoom(crop, zoom)))
+            written.add(name)
+            scores = record.scores.get(key)
+            caption = key if scores is None else f"{key}: IoU {scores.counts.iou:.3f} / F1 {scores.counts.f1:.3f}"
+            size = f'width="{crop.shape[1] * zoom}" height="{crop.shape[0] * zoom}"'
+            figures.append(f'<figure><img src="{html.escape(name)}" {size} alt="{html.escape(key)}">'
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+        heading = f"<h2>{html.escape(record.relative)}</h2>"
+        parts.append(f'{heading}\n<div class="row">\n' + "\n".join(figures) + "\n</div>")
+    title = f"decrappify evaluate: {result.task} on {result.dataset} ({result.preset})"
+    index_path = atomic_write_bytes(out_dir / "index.html", _page(title, parts))
+    _remove_stale_crops(out_dir, written)
+    return index_path

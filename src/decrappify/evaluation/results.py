@@ -29,6 +29,7 @@ class Scores:
     perceptual: float | None = None  # VGG feature distance (perceptual.py; not LPIPS), when weights exist
     colourfulness: float | None = None  # colour tasks only
     ab_error: float | None = None  # colour tasks only
+    hue_agreement: float | None = None  # colour tasks only; None when the truth has no colourful pixel
     niqe: float | None = None  # no-reference (quality.py); None when skipped or the picture is under 96 px
     brisque: float | None = None  # no-reference (quality.py); None when skipped or its model is not installed
     hf_ratio: float | None = None  # high-frequency power over the truth's (quality.py)
@@ -46,6 +47,7 @@ class Scores:
             "perceptual": _rounded(self.perceptual, 5),
             "colourfulness": _rounded(self.colourfulness, 3),
             "ab_error": _rounded(self.ab_error, 4),
+            "hue_agreement": _rounded(self.hue_agreement, 4),
             **_quality_dict(self),
         }
 
@@ -105,6 +107,7 @@ class MethodSummary:
     perceptual: float | None = None
     colourfulness: float | None = None
     ab_error: float | None = None
+    hue_agreement: float | None = None
     niqe: float | None = None
     brisque: float | None = None
     hf_ratio: float | None = None
@@ -123,6 +126,7 @@ class MethodSummary:
             "perceptual": _rounded(self.perceptual, 5),
             "colourfulness": _rounded(self.colourfulness, 3),
             "ab_error": _rounded(self.ab_error, 4),
+            "hue_agreement": _rounded(self.hue_agreement, 4),
             **_quality_dict(self),
         }
 
@@ -157,6 +161,7 @@ class EvaluationResult:
             perceptual=_mean_or_none(row.perceptual for row in rows),
             colourfulness=_mean_or_none(row.colourfulness for row in rows),
             ab_error=_mean_or_none(row.ab_error for row in rows),
+            hue_agreement=_mean_or_none(row.hue_agreement for row in rows),
             **{key: _mean_or_none(getattr(row, key) for row in rows) for key, _ in QUALITY_KEYS},
         )
 
@@ -203,8 +208,8 @@ class EvaluationResult:
     def to_markdown(self) -> str:
         """A GitHub-markdown table with a title line naming task, dataset, image count and scale.
 
-        Optional columns (watermark PSNR, VGG distance, colourfulness, a*b* error, the no-reference and spectral
-        scores) appear when any row has them; "input" and "truth" rows follow when those were scored.
+        Optional columns (watermark PSNR, VGG distance, colourfulness, a*b* error, hue agreement, the no-reference and
+        spectral scores) appear when any row has them; "input" and "truth" rows follow when those were scored.
         """
         summaries = self.summaries()
         with_watermark = any(s.psnr_watermark is not None for s in summaries)
@@ -244,7 +249,8 @@ class EvaluationResult:
             notes.append("VGG dist: unweighted LPIPS-style distance on VGG16 features (not LPIPS), lower is better")
         truth = self.truth_colourfulness()
         if truth is not None:
-            notes.append(f"colourfulness of the truth: {truth:.1f}; a*b* error: mean CIELAB chroma distance")
+            notes.append(f"colourfulness of the truth: {truth:.1f}; a*b* error: mean CIELAB chroma distance; hue "
+                         "within 30°: share of the truth's colourful pixels (C*ab > 10) given a hue within 30 degrees")
         notes += quality_notes(summaries)
         return [""] + notes if notes else []
 
@@ -277,6 +283,7 @@ _EXTRA_COLUMNS = (
     ("perceptual", "VGG dist", 4),
     ("colourfulness", "colourfulness", 1),
     ("ab_error", "a*b* error", 2),
+    ("hue_agreement", "hue within 30°", 3),
     ("niqe", "NIQE", 3),
     ("brisque", "BRISQUE", 2),
     ("hf_ratio", "HF ratio", 3),

@@ -40,7 +40,7 @@ from decrappify.inference.runners import LoadedModel, Runner, TorchRunner, load_
 from decrappify.inference.tiling import DEFAULT_MIN_TILE, TileCallback, restore_tiled
 from decrappify.inference.zoo import display_name, resolve_model
 from decrappify.io.images import Picture, picture_from_pil, picture_to_pil, read_image
-from decrappify.tasks import is_colour_task
+from decrappify.tasks import is_colour_task, is_segmentation_task
 
 __all__ = ["Restorer", "keep_luminance", "luma", "restore_tiled"]
 
@@ -78,6 +78,11 @@ class Restorer:
         self.info: dict[str, Any] = dict(loaded.info)
         self.name = name
         self.task: str = str(self.info.get("task", "restore"))
+        if is_segmentation_task(self.task):  # its output is a mask's logits, not a picture
+            raise ConfigError(
+                f"model {name} finds text ({self.task}); it restores nothing: use it with `decrappify detect` or "
+                "`restore --only-masked --mask-model`"
+            )
         self.scale: int = int(loaded.runner.scale)
         if tile_overlap is None:
             tile_overlap = max(MIN_TILE_OVERLAP, 4 * loaded.runner.size_multiple)

@@ -55,6 +55,31 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwri
     return path
 
 
+def atomic_write_path(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+    """`atomic_write` for writers that need a file name, not a file object (FFmpeg reopens an MP4 it writes to
+    move its index to the front): `write(temporary)` fills a fresh temporary beside `path`, which is then
+    flushed and moved into place, with the same guarantees."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(path, f"cannot create its folder: {_reason(exc)}") from exc
+    temp, fd = _open_temp(path)
+    os.close(fd)
+    try:
+        write(temp)
+        with open(temp, "rb+") as file:
+            os.fsync(file.fileno())
+        _publish(temp, path, overwrite)
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise OutputError(path, f"cannot write: {_reason(exc)}") from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True) -> Path:
     """`data` to `path` atomically (see `atomic_write`)."""
     return atomic_write(path, lambda file: file.write(data), overwrite=overwrite)

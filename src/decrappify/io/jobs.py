@@ -28,6 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from decrappify.errors import DecrappifyError, InputError
 from decrappify.io.images import is_image_path
 from decrappify.io.listing import broken_link_reason, is_hidden, list_images
+from decrappify.io.video import is_video_path
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ class BatchItem:
     )
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[BatchItem]:
-    """Expand files, folders (recursively, image extensions only, hidden entries skipped) and glob patterns.
+def collect_inputs(inputs: Sequence[str | Path], *, videos: bool = False) -> list[BatchItem]:
+    """Expand files, folders (recursively, image extensions only, hidden entries skipped) and glob patterns
+    (images, and with `videos` also video files).
 
     Arguments keep their order; what one argument expands to is sorted. A file named explicitly is always kept,
     whatever its extension, so a wrong file is reported rather than skipped. A missing path, a pattern matching
@@ -57,7 +59,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[BatchItem]:
     seen_sources: set[Path] = set()
     seen_outputs: dict[str, Path] = {}
     for raw in inputs:
-        for item in _expand(str(raw)):
+        for item in _expand(str(raw), videos):
             if item.problem is None:
                 key = _resolved(item.source)
                 if key in seen_sources:
@@ -248,7 +250,7 @@ def _console_loggers() -> list[logging.Logger]:
 # ------------------------------------------------------------------------------------------- expanding inputs
 
 
-def _expand(raw: str) -> list[BatchItem]:
+def _expand(raw: str, videos: bool = False) -> list[BatchItem]:
     path = Path(raw)
     if path.is_dir():
         items = _folder_items(path, path)
@@ -256,12 +258,12 @@ def _expand(raw: str) -> list[BatchItem]:
     if path.exists() or path.is_symlink():
         return [BatchItem(path, Path(path.name))]  # named explicitly: kept so its error is reported
     if _GLOB_CHARS & set(raw):
-        items = _expand_glob(raw)
+        items = _expand_glob(raw, videos)
         return items or [BatchItem(path, Path(path.name), "no file matches this pattern")]
     return [BatchItem(path, Path(path.name), "no such file or folder")]
 
 
-def _expand_glob(pattern: str) -> list[BatchItem]:
+def _expand_glob(pattern: str, videos: bool = False) -> list[BatchItem]:
     """Matches of a glob (`**` recursive); the tree below the pattern's literal folder is kept in `relative`."""
     parts = Path(pattern).parts
     literal = list(_take_literal(parts))
@@ -271,7 +273,7 @@ def _expand_glob(pattern: str) -> list[BatchItem]:
     for match in sorted(base.glob(glob_part)):
         if match.is_dir():
             items.extend(_folder_items(match, base))
-        elif is_image_path(match) and not is_hidden(match.relative_to(base)):
+        elif (is_image_path(match) or videos and is_video_path(match)) and not is_hidden(match.relative_to(base)):
             if match.is_file():
                 items.append(BatchItem(match, match.relative_to(base)))
             elif (reason := broken_link_reason(match)) is not None:

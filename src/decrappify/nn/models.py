@@ -12,15 +12,28 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from decrappify.nn.ab_unet import AbUnet
 from decrappify.nn.registry import build_from_registry, registry_options
 from decrappify.nn.rrdb import RRDBNet
+from decrappify.nn.segmentation import MaskUnet
 from decrappify.nn.unet import CompactUnet, UnetGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
     "unet": UnetGenerator,
     "compact": CompactUnet,
     "rrdb": RRDBNet,  # ESRGAN / Real-ESRGAN x4plus (inference/realesrgan.py converts its published weights)
+    "mask-unet": MaskUnet,  # the text-mask model: one logit per input pixel, not a picture
+    "ab-unet": AbUnet,  # colourisation as classification over a*b* bins: logits in training, RGB in eval
 }
+
+
+def training_output(model_or_config: nn.Module | Mapping) -> str:
+    """What a generator's forward gives in training mode: "rgb" (the picture, as in eval mode) unless its class
+    says otherwise (`AbUnet`: "ab_logits", which only the `ab_classification` loss takes)."""
+    if isinstance(model_or_config, Mapping):
+        arch = model_or_config.get("arch")
+        model_or_config = ARCHS.get(arch) if isinstance(arch, str) else None
+    return getattr(model_or_config, "training_output", "rgb")
 
 
 def arch_options(arch: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Generators: a fastai-style U-Net on a ResNet encoder, and a compact U-Net for CPUs.
+"""Generators: a fastai-style U-Net on a pretrained encoder (ResNet or EfficientNet-Lite0), and a compact U-Net
+for CPUs.
 
 Both map ``lq`` (N, 3, h, w) in [0, 1] to ``pred`` (N, 3, h*scale, w*scale); any h, w work (the input is padded
 to a multiple of the network's stride inside ``forward`` and the output cropped back). In training mode the
@@ -28,14 +29,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decrappify.errors import ConfigError
-from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, ResNet
-from decrappify.nn.layers import PixelShuffleUpsample, ResBlock, SelfAttention, check_norm, conv_layer
+from decrappify.nn.backbones import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, create_encoder
+from decrappify.nn.layers import (
+    PixelShuffleUpsample,
+    ResBlock,
+    ResizeConvUpsample,
+    SelfAttention,
+    check_norm,
+    conv_layer,
+)
 from decrappify.nn.state_dict import load_into
 
 UPSAMPLE_MODES = ("bicubic", "bilinear", "nearest")
 OUTPUT_MODES = ("residual", "sigmoid")
 SR_MODES = ("lr", "hr")
-ENCODERS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+# The compact U-Net's last upsampling: ICNR pixel shuffle (the L1 models), the same with fastai's blur, or
+# resize-convolution (the feature-loss and GAN models: pixel shuffle learns a checkerboard there, docs/nogan.md).
+COMPACT_HEADS = ("shuffle", "shuffle_blur", "resize")
 # Bounds on the sizes a config may ask for, checked before any layer is allocated: a model file's metadata is
 # input like any other, and `widths = [200000, 200000, 200000]` would ask for 1.4 TB. They sit far above any
 # model this project trains (compact widths 48-96, 2-6 blocks; torchvision's ResNet width 64), and cap the
@@ -149,15 +159,103 @@ class UnetBlock(nn.Module):
         return self.attention(x) if self.attention is not None else x
 
 
-class UnetGenerator(Generator):
-    """U-Net on a ResNet-18/34/50 encoder, after fastai's DynamicUnet (lesson 7).
+class EncoderUnet(Generator):
+    """What the U-Nets on a pretrained encoder share, after fastai's DynamicUnet (lesson 7): the encoder, the
+    middle, and decoder blocks that each upsample by 2 (ICNR pixel shuffle, optional blur) and take the skip feature
+    of the encoder stage at that stride, up to ``decode_stride``; optional self-attention in the block that ends at
+    stride 8. ``final_div`` halves the last block's width (fastai's choice before its stride-1 layers). The encoder
+    (``backbones.create_encoder``) declares its feature maps' channels and strides; it normalises its input with
+    the ImageNet mean/std itself. The subclass adds its head.
+
+    ImageNet weights load with :meth:`load_encoder` (the caller reads the file with ``decrappify.weights``; the
+    constructor never downloads); :meth:`freeze_encoder` and :meth:`parameter_groups` serve the frozen stage and
+    the discriminative learning rates of fine-tuning.
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        scale: int,
+        *,
+        encoder_width: int,
+        norm: str,
+        blur: bool,
+        blur_final: bool,
+        self_attention: bool,
+        output: str,
+        y_range: Sequence[float],
+        upsample: str,
+        decode_stride: int,
+        final_div: bool = True,
+    ):
+        super().__init__(scale, output, y_range, upsample)
+        check_norm(norm)
+        _check_count("encoder_width", encoder_width, 1, MAX_ENCODER_WIDTH)
+        self.encoder = create_encoder(_choice("encoder", encoder, ENCODERS), encoder_width)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        channels, strides = self.encoder.feature_channels, self.encoder.feature_strides
+        self.stride = strides[-1]
+        deepest = channels[-1]
+        self.middle = nn.Sequential(
+            nn.BatchNorm2d(deepest),
+            nn.ReLU(),
+            conv_layer(deepest, deepest * 2, norm=norm),
+            conv_layer(deepest * 2, deepest, norm=norm),
+        )
+        self.blocks = nn.ModuleList()
+        up = deepest
+        skips = [(c, s) for c, s in zip(channels[:-1], strides[:-1], strict=True) if s >= decode_stride][::-1]
+        for i, (skip, at) in enumerate(skips):
+            final = i == len(skips) - 1
+            block = UnetBlock(
+                up,
+                skip,
+                final_div=final and final_div,
+                blur=blur and (blur_final or not final),
+                self_attention=self_attention and at == 8,
+                norm=norm,
+            )
+            self.blocks.append(block)
+            up = block.out_channels
+        self.decoder_channels = up  # at `decode_stride`
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def encoder_state_keys(self) -> list[str]:
+        """The keys :meth:`load_encoder` expects: the encoder's classifier keys without its head (``fc.*``)."""
+        return list(self.encoder.state_dict())
+
+    def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
+        """Load ImageNet weights in the encoder's layout (torchvision's for ResNets); the classifier head's keys
+        (``encoder.classifier_prefixes``) are ignored."""
+        load_into(self.encoder, state_dict, what=what, ignore_prefixes=self.encoder.classifier_prefixes)
+
+    def freeze_encoder(self, train_bn: bool = True) -> None:
+        for module in self.encoder.modules():
+            trainable = train_bn and isinstance(module, nn.BatchNorm2d)
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(trainable)
+
+    def _decode(self, x: Tensor) -> Tensor:
+        """Decoder features at ``decode_stride`` for ``x`` (sides multiples of :attr:`stride`)."""
+        features = self.encoder.forward_features((x - self.mean) / self.std)
+        y = self.middle(features[-1])
+        skips = features[-2::-1][: len(self.blocks)]  # the deepest first, as many as there are blocks
+        for block, skip in zip(self.blocks, skips, strict=True):
+            y = block(y, skip)
+        return y
+
+
+class UnetGenerator(EncoderUnet):
+    """U-Net on a pretrained encoder (ResNet-18/34/50 or EfficientNet-Lite0), after fastai's DynamicUnet.
 
     Skip features are taken where the resolution changes (strides 2, 4, 8, 16); the decoder upsamples with
     ICNR pixel shuffle (optional blur), optional self-attention at stride 8, then the last cross connection:
     the input is concatenated to the decoder output and a residual block follows. ``encoder_width=64`` is
-    torchvision's ResNet, whose ImageNet weights load with :meth:`load_encoder` (the caller reads the file with
-    ``decrappify.weights``; the constructor never downloads). The encoder normalises its input with the
-    ImageNet mean/std itself. ``sr_mode``: see the module docstring.
+    torchvision's ResNet (other widths are for tests; EfficientNet-Lite0 has one width). ``sr_mode``: see the
+    module docstring.
     """
 
     stride = 32
@@ -178,39 +276,12 @@ class UnetGenerator(Generator):
         upsample: str = "bicubic",
         sr_mode: str = "hr",
     ):
-        super().__init__(scale, output, y_range, upsample)
-        depth = ENCODERS.get(encoder)
-        if depth is None:
-            raise ConfigError(f"unknown encoder '{encoder}'; choose one of: {', '.join(ENCODERS)}")
-        check_norm(norm)
+        super().__init__(
+            encoder, scale, encoder_width=encoder_width, norm=norm, blur=blur, blur_final=blur_final,
+            self_attention=self_attention, output=output, y_range=y_range, upsample=upsample, decode_stride=2,
+        )  # fmt: skip
         self.sr_mode = _choice("sr_mode", sr_mode, SR_MODES)
-        _check_count("encoder_width", encoder_width, 1, MAX_ENCODER_WIDTH)
-        self.encoder = ResNet(depth, width=encoder_width, num_classes=None)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        channels = self.encoder.feature_channels
-        deepest = channels[-1]
-        self.middle = nn.Sequential(
-            nn.BatchNorm2d(deepest),
-            nn.ReLU(),
-            conv_layer(deepest, deepest * 2, norm=norm),
-            conv_layer(deepest * 2, deepest, norm=norm),
-        )
-        self.blocks = nn.ModuleList()
-        up = deepest
-        skips = channels[-2::-1]  # strides 16, 8, 4, 2
-        for i, skip in enumerate(skips):
-            final = i == len(skips) - 1
-            block = UnetBlock(
-                up,
-                skip,
-                final_div=final,
-                blur=blur and (blur_final or not final),
-                self_attention=self_attention and i == len(skips) - 3,
-                norm=norm,
-            )
-            self.blocks.append(block)
-            up = block.out_channels
+        up = self.decoder_channels
         self.final_up = PixelShuffleUpsample(up, up, 2, norm=norm)  # stride 2 -> 1
         self.last_cross = ResBlock(up + 3, norm=norm) if last_cross else None
         features = up + 3 if last_cross else up
@@ -221,29 +292,8 @@ class UnetGenerator(Generator):
         with torch.no_grad():  # start near the (upsampled) input: decoder features have std ~5 at init
             self.head.conv.weight.mul_(0.01)
 
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.parameters())
-
-    def encoder_state_keys(self) -> list[str]:
-        """The keys :meth:`load_encoder` expects: torchvision's ResNet keys without ``fc.*``."""
-        return list(self.encoder.state_dict())
-
-    def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
-        """Load ImageNet (or any torchvision-layout) ResNet weights into the encoder; ``fc.*`` is ignored."""
-        load_into(self.encoder, state_dict, what=what, ignore_prefixes=("fc.",))
-
-    def freeze_encoder(self, train_bn: bool = True) -> None:
-        for module in self.encoder.modules():
-            trainable = train_bn and isinstance(module, nn.BatchNorm2d)
-            for p in module.parameters(recurse=False):
-                p.requires_grad_(trainable)
-
     def _body(self, x: Tensor) -> Tensor:
-        features = self.encoder.forward_features((x - self.mean) / self.std)
-        y = self.middle(features[-1])
-        for block, skip in zip(self.blocks, features[-2::-1], strict=True):
-            y = block(y, skip)
-        y = self.final_up(y)
+        y = self.final_up(self._decode(x))
         if self.last_cross is not None:
             y = self.last_cross(torch.cat([y, x], dim=1))
         return self.head(y)
@@ -268,7 +318,8 @@ class CompactUnet(Generator):
     at 1/d of the resolution, so a scale-1 model costs what an x``d`` one does per output pixel (d = 4: ~40
     GFLOPs/MP instead of ~600) and sees a d-times larger neighbourhood, which is what JPEG blocks (8 px) and
     watermark letters need. The defaults (x4) have 1.03M parameters and cost 48.4 GFLOPs per output megapixel;
-    ``docs/benchmarks/design-choices.md`` has how they compared with wider and shallower settings.
+    ``docs/benchmarks/design-choices.md`` has how they compared with wider and shallower settings. ``head``: one of
+    ``COMPACT_HEADS``; ``"resize"`` (resize-convolution) for models trained with the feature loss or a GAN.
     """
 
     stride = 4
@@ -286,6 +337,7 @@ class CompactUnet(Generator):
         y_range: Sequence[float] = (-0.1, 1.1),
         upsample: str = "bicubic",
         space_to_depth: int = 1,
+        head: str = "shuffle",
     ):
         super().__init__(scale, output, y_range, upsample)
         if not isinstance(space_to_depth, int) or not 1 <= space_to_depth <= 8:
@@ -317,9 +369,15 @@ class CompactUnet(Generator):
         self.up0 = PixelShuffleUpsample(w1, w0, 2, act=None)
         self.fuse0 = nn.Conv2d(2 * w0, w0, 1)
         self.dec0 = stack(w0, blocks[0])
-        self.head = PixelShuffleUpsample(w0, 3, scale * space_to_depth, act=None, kernel_size=3)
-        with torch.no_grad():
-            self.head.conv.weight.mul_(0.1)  # start near the bicubic upsampling
+        self.head_kind = _choice("head", head, COMPACT_HEADS)
+        if head == "resize":
+            self.head = ResizeConvUpsample(w0, 3, scale * space_to_depth)
+        else:
+            self.head = PixelShuffleUpsample(
+                w0, 3, scale * space_to_depth, act=None, kernel_size=3, blur=head == "shuffle_blur"
+            )
+            with torch.no_grad():
+                self.head.conv.weight.mul_(0.1)  # start near the bicubic upsampling
 
     def _body(self, x: Tensor) -> Tensor:
         if self.space_to_depth > 1:

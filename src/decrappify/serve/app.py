@@ -25,7 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from decrappify import __version__
 from decrappify.errors import ConfigError, DecrappifyError, InputError
+from decrappify.inference.outscale import MAX_OUTSCALE, MIN_OUTSCALE
 from decrappify.inference.restorer import Restorer
+from decrappify.inference.text_mask import TextMasker
 from decrappify.inference.tiling import OutOfMemory
 from decrappify.inference.zoo import DEFAULT_MODEL, list_models
 from decrappify.serve.errors import ApiError, install_error_handlers
@@ -37,8 +39,13 @@ from decrappify.serve.limits import (
     token_matches,
     unauthorized,
 )
+from decrappify.serve.masking import add_mask_routes, load_masker, masker_for
 from decrappify.serve.queue import InferencePool, PoolFull
 from decrappify.serve.settings import ServeSettings
+from decrappify.serve.variants import StrengthVariants
+from decrappify.serve.video_jobs import VideoJobs
+from decrappify.serve.video_routes import JOBS_PATH, add_video_routes
+from decrappify.tasks import is_segmentation_task
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "connect-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -84,7 +91,8 @@ class SecurityHeadersMiddleware:
 
 def load_restorers(settings: ServeSettings) -> dict[str, Restorer]:
     """Every model of `settings` (every shipped model when none is named), loaded once, by name."""
-    shipped = sorted((entry.name for entry in list_models()), key=lambda name: name != DEFAULT_MODEL)
+    shipped = sorted((entry.name for entry in list_models() if not is_segmentation_task(entry.task)),
+                     key=lambda name: name != DEFAULT_MODEL)  # a text-mask model finds text; `masking` loads it
     sources = list(settings.models) or shipped  # the shipped default first: it is the page's default
     if not sources:
         raise ConfigError("no model to serve: no shipped model is installed; pass --models PATH")
@@ -107,17 +115,27 @@ def load_restorers(settings: ServeSettings) -> dict[str, Restorer]:
     return restorers
 
 
-def create_app(settings: ServeSettings, *, restorers: Mapping[str, Restorer] | None = None) -> FastAPI:
-    """The service for `settings`; `restorers` (name -> loaded restorer, first is the default) skips loading."""
+def create_app(
+    settings: ServeSettings, *, restorers: Mapping[str, Restorer] | None = None, masker: TextMasker | None = None
+) -> FastAPI:
+    """The service for `settings`; `restorers` (name -> loaded restorer, first is the default) skips loading, as
+    `masker` does the text-mask model's (None: `settings.mask_model`, else the shipped one, else none)."""
     models = dict(restorers) if restorers is not None else load_restorers(settings)
+    masker = masker if masker is not None else load_masker(settings)
     if not models:
         raise ConfigError("no model to serve")
     pool = InferencePool(settings.max_concurrency, settings.queue_size)
+    # Strength pairs need the models' files: known when loaded here (in `settings.models` order, or shipped names).
+    sources = dict(zip(models, settings.models or models, strict=False)) if restorers is None else {}
+    variants = StrengthVariants(settings, sources)
+    jobs = VideoJobs(settings) if settings.max_video_frames else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         pool.shutdown()
+        if jobs is not None:
+            jobs.shutdown()
 
     app = FastAPI(
         title="decrappify",
@@ -128,6 +146,8 @@ def create_app(settings: ServeSettings, *, restorers: Mapping[str, Restorer] | N
         lifespan=lifespan,
     )
     app.state.settings, app.state.restorers, app.state.pool = settings, models, pool
+    app.state.variants, app.state.jobs = variants, jobs
+    app.state.masker = masker
     install_error_handlers(app)
     app.add_middleware(
         RequestLimitsMiddleware,
@@ -137,11 +157,16 @@ def create_app(settings: ServeSettings, *, restorers: Mapping[str, Restorer] | N
         body_timeout_s=settings.request_timeout_s,
         min_bytes_per_s=settings.min_upload_bytes_per_s,
         grace_s=settings.upload_grace_s,
+        other_upload_limits={JOBS_PATH: settings.max_video_bytes} if jobs is not None else None,
     )
 
     app.add_middleware(SecurityHeadersMiddleware)  # added last: outermost, so every answer gets them
     _add_page_routes(app)
-    _add_api_routes(app, settings, models, pool)
+    _add_api_routes(app, settings, models, pool, masker, variants=variants, jobs=jobs)
+    if jobs is not None:
+        add_video_routes(app, jobs, lambda name, strength: _choose(models, variants, settings, name, strength),
+                         _token_dependency(settings))  # fmt: skip
+    add_mask_routes(app, settings, masker, pool, _token_dependency(settings))
     return app
 
 
@@ -194,6 +219,16 @@ def pick_restorer(
     return tiled
 
 
+def _choose(
+    models: Mapping[str, Restorer], variants: StrengthVariants, settings: ServeSettings, name: str | None,
+    strength: float | None,
+) -> tuple[str, Restorer]:
+    """(the model's name, its restorer at `strength`) for a video job; `ApiError` 400 for an unknown model."""
+    restorer = pick_restorer(models, name, None, settings.tile)
+    name = name or next(iter(models))
+    return name, variants.at(name, restorer, strength)
+
+
 def _image_response(result: RestoredImage, model: str) -> Response:
     return Response(
         content=result.data,
@@ -222,7 +257,14 @@ _ERRORS = {
 
 
 def _add_api_routes(
-    app: FastAPI, settings: ServeSettings, models: Mapping[str, Restorer], pool: InferencePool
+    app: FastAPI,
+    settings: ServeSettings,
+    models: Mapping[str, Restorer],
+    pool: InferencePool,
+    masker: TextMasker | None = None,
+    *,
+    variants: StrengthVariants | None = None,
+    jobs: VideoJobs | None = None,
 ) -> None:
     auth = _token_dependency(settings)
 
@@ -233,14 +275,19 @@ def _add_api_routes(
         return {
             "default": next(iter(models)),
             "models": [
-                {"name": n, "task": r.task, "scale": r.scale, "precision": r.precision} for n, r in models.items()
+                {"name": n, "task": r.task, "scale": r.scale, "precision": r.precision,
+                 "strength": variants.describe(n) if variants is not None else None}  # fmt: skip
+                for n, r in models.items()
             ],
+            "outscale": {"min": MIN_OUTSCALE, "max": MAX_OUTSCALE},
+            "video": jobs.limits() if jobs is not None else None,
             "limits": {
                 "max_upload_bytes": settings.max_upload_bytes,
                 "max_pixels": settings.max_pixels,
                 "max_output_pixels": settings.max_output_pixels,
             },
             "formats": list(OUTPUT_CHOICES),
+            "text_mask": masker.name if masker is not None else None,  # set: /v1/detect and only_masked work
         }
 
     @app.post(
@@ -262,8 +309,20 @@ def _add_api_routes(
             Literal[OUTPUT_CHOICES], Form(alias="format", description="auto: like the input")
         ] = "auto",
         quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WebP quality")] = 95,
+        only_masked: Annotated[
+            bool, Form(description="repair only the watermark: keep the input outside the text mask (x1 models)")
+        ] = False,
+        outscale: Annotated[
+            float | None, Form(ge=MIN_OUTSCALE, le=MAX_OUTSCALE, description="output size / input size")
+        ] = None,
+        strength: Annotated[
+            float | None, Form(ge=0, le=1, description="0: the model, 1: its pair (models with a pair only)")
+        ] = None,
     ) -> Response:
         restorer = pick_restorer(models, model, tile, settings.tile)
+        if variants is not None:
+            restorer = variants.at(model or next(iter(models)), restorer, strength)
+        text_masker = masker_for(masker, restorer, only_masked)
         info = await run_in_threadpool(
             inspect_upload,
             image.file,
@@ -271,7 +330,7 @@ def _add_api_routes(
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
         )  # before admission: a bad upload is refused with its own status even when the workers are busy
-        check_output_size(info, restorer.scale, settings.max_output_pixels)
+        check_output_size(info, outscale or restorer.scale, settings.max_output_pixels)
         request = RestoreRequest(
             restorer=restorer,
             upload=image.file,
@@ -280,6 +339,8 @@ def _add_api_routes(
             output_format=output,
             quality=quality,
             max_pixels=settings.max_pixels,
+            masker=text_masker,
+            outscale=outscale,
         )
         result = await _run(pool, request, settings.request_timeout_s)
         return _image_response(result, restorer.name)

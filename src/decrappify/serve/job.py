@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from decrappify.errors import InputError
+from decrappify.inference.outscale import resize_rgb, scaled_size
 from decrappify.io.images import read_image, write_image
 from decrappify.serve.errors import ApiError
 from decrappify.serve.limits import UploadInfo
 
 if TYPE_CHECKING:
     from decrappify.inference.restorer import Restorer
+    from decrappify.inference.text_mask import TextMasker
 
 #: Output format name -> (media type, suffix that makes `write_image` pick the format).
 OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
@@ -46,6 +48,8 @@ class RestoreRequest:
     output_format: str
     quality: int
     max_pixels: int
+    masker: TextMasker | None = None  # "repair only the watermark": restore only where this model finds text
+    outscale: float | None = None  # output size / input size (None: the model's scale)
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,16 @@ def restore_upload(request: RestoreRequest) -> RestoredImage:
             picture = read_image(source, max_pixels=request.max_pixels)
         except InputError as error:
             raise ApiError(400, f"cannot read the image: {error.reason}") from None
-        restored = request.restorer.restore(picture)
+        if request.masker is not None:
+            from decrappify.inference.text_mask import restore_only_masked  # with the masker: torch is loaded
+
+            restored = restore_only_masked(request.restorer, picture, request.masker.predict(picture.rgb))
+        else:
+            restored = request.restorer.restore(picture)
+        if request.outscale is not None:
+            restored = restored.with_rgb(
+                resize_rgb(restored.rgb, scaled_size(picture.width, picture.height, request.outscale))
+            )
         target = write_image(restored, Path(folder) / f"restored{suffix}", quality=request.quality)
         encoded = target.read_bytes()
     return RestoredImage(

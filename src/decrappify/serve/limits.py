@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -134,10 +135,11 @@ def inspect_upload(
     return UploadInfo(format_name, width, height)
 
 
-def check_output_size(info: UploadInfo, scale: int, max_output_pixels: int) -> None:
-    """`ApiError` 413 when the restored picture (`scale` times each side) would have more than `max_output_pixels`:
-    the result, not the upload, is what takes a worker's memory, and this is known from the header alone."""
-    width, height = info.width * scale, info.height * scale
+def check_output_size(info: UploadInfo, scale: float, max_output_pixels: int) -> None:
+    """`ApiError` 413 when the restored picture (`scale` times each side, rounded) would have more than
+    `max_output_pixels`: the result, not the upload, is what takes a worker's memory, and this is known from
+    the header alone."""
+    width, height = max(1, round(info.width * scale)), max(1, round(info.height * scale))
     if width * height > max_output_pixels:
         raise ApiError(
             413,
@@ -189,13 +191,16 @@ class RequestLimitsMiddleware:
         min_bytes_per_s: float = 0.0,
         grace_s: float = 10.0,
         upload_paths: frozenset[str] = frozenset({"/v1/restore"}),
+        other_upload_limits: Mapping[str, int] | None = None,
     ):
         self.app = app
         self.token = token
         self.max_upload_bytes = max_upload_bytes
         self.max_body_bytes = max_upload_bytes + MULTIPART_SLACK_BYTES
         self.body_timeout_s = body_timeout_s
-        self.upload_paths = upload_paths
+        # Upload path -> its own largest upload (the video jobs' route takes larger files than /v1/restore).
+        self.upload_limits = {path: max_upload_bytes for path in upload_paths} | dict(other_upload_limits or {})
+        self.upload_paths = frozenset(self.upload_limits)
         self.slots = UploadSlots(max_in_flight, min_bytes_per_s=min_bytes_per_s, grace_s=grace_s)
 
     @property
@@ -216,9 +221,10 @@ class RequestLimitsMiddleware:
         if path not in self.upload_paths:
             await self.app(scope, receive, send)
             return
+        limit = self.upload_limits[path]
         length = headers.get("content-length", "")
-        if length and (not length.isdigit() or int(length) > self.max_body_bytes):
-            message = f"upload too large: the limit is {self.max_upload_bytes} bytes"
+        if length and (not length.isdigit() or int(length) > limit + MULTIPART_SLACK_BYTES):
+            message = f"upload too large: the limit is {limit} bytes"
             await error_response(413, message, _CLOSE)(scope, receive, send)
             return
         upload = await self.slots.acquire()
@@ -227,14 +233,15 @@ class RequestLimitsMiddleware:
             await error_response(503, message, {"Retry-After": "5", **_CLOSE})(scope, receive, send)
             return
         try:
-            await self.app(scope, self._bounded(receive, upload), send)
+            await self.app(scope, self._bounded(receive, upload, limit), send)
         finally:
             self.slots.release(upload)
 
-    def _bounded(self, receive: Receive, upload: Upload) -> Receive:
+    def _bounded(self, receive: Receive, upload: Upload, limit: int | None = None) -> Receive:
         """`receive`, counting body bytes and timing the body; transparent once the body is complete."""
         loop = asyncio.get_running_loop()
         deadline = upload.started + self.body_timeout_s
+        limit = self.max_upload_bytes if limit is None else limit
 
         async def bounded_receive() -> Message:
             if upload.done:
@@ -251,8 +258,8 @@ class RequestLimitsMiddleware:
                 upload.timer = None
             if message["type"] == "http.request":
                 upload.received += len(message.get("body", b""))
-                if upload.received > self.max_body_bytes:
-                    raise ApiError(413, f"upload too large: the limit is {self.max_upload_bytes} bytes", _CLOSE)
+                if upload.received > limit + MULTIPART_SLACK_BYTES:
+                    raise ApiError(413, f"upload too large: the limit is {limit} bytes", _CLOSE)
                 upload.done = not message.get("more_body", False)
             return message
 

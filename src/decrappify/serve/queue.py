@@ -67,6 +67,11 @@ class InferencePool:
         finally:
             future.cancel()  # no effect once the job has started or finished
 
+    def submit(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Admit `job` (`PoolFull` when full) and return its future without waiting: for work that outlives the
+        request that started it (the service's video jobs)."""
+        return self._submit(job)
+
     def _submit(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
         with self._lock:
             if self._pending >= self.workers + self.queue_size:

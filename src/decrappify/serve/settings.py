@@ -30,6 +30,17 @@ DEFAULT_UPLOAD_GRACE_S = 10.0
 #: Seconds a connection may take to send a request's headers (a whole request line and header block is
 #: a few hundred bytes); slower ones are closed, so slow headers cannot pile up connections either.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: Video jobs (`serve.video_jobs`): short clips only. A 30 s 720p clip at 30 fps is 900 frames; restoring it x4
+#: on a 2-core CPU takes tens of minutes, which is why a job runs in the background and is polled.
+DEFAULT_MAX_VIDEO_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_VIDEO_SECONDS = 60.0
+DEFAULT_MAX_VIDEO_FRAMES = 1800
+#: Pixels of one input frame (1280 x 720).
+DEFAULT_MAX_VIDEO_PIXELS = 1280 * 720
+DEFAULT_VIDEO_QUEUE = 2
+#: How long a finished job's result (or error) is kept for its client, and a job may run.
+DEFAULT_VIDEO_RESULT_TTL_S = 3600.0
+DEFAULT_VIDEO_TIMEOUT_S = 3 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,9 @@ class ServeSettings:
     """
 
     models: tuple[str, ...] = ()
+    #: The text-mask model (a shipped name or a file) behind /v1/detect and "repair only the watermark"; None:
+    #: the shipped `text-mask` when there is one, else the page offers neither; "": none, even when one ships.
+    mask_model: str | None = None
     token: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -59,6 +73,16 @@ class ServeSettings:
     min_upload_bytes_per_s: int = DEFAULT_MIN_UPLOAD_BYTES_PER_S
     upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    #: Video jobs: upload size, clip duration, frame count and input frame pixels; jobs running at once and
+    #: waiting; how long results are kept and a job may run. `max_video_frames` 0 turns video jobs off.
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
+    max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES
+    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS
+    video_workers: int = 1
+    video_queue: int = DEFAULT_VIDEO_QUEUE
+    video_result_ttl_s: float = DEFAULT_VIDEO_RESULT_TTL_S
+    video_timeout_s: float = DEFAULT_VIDEO_TIMEOUT_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(str(model) for model in self.models))
@@ -73,8 +97,14 @@ class ServeSettings:
         _check_int("tile", self.tile, minimum=0)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: choose one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("request_timeout_s", "upload_grace_s", "header_timeout_s"):
+        for name in ("request_timeout_s", "upload_grace_s", "header_timeout_s", "max_video_seconds",
+                     "video_result_ttl_s", "video_timeout_s"):  # fmt: skip
             _check_seconds(name, getattr(self, name))
+        _check_int("max_video_bytes", self.max_video_bytes, minimum=1)
+        _check_int("max_video_frames", self.max_video_frames, minimum=0)
+        _check_int("max_video_pixels", self.max_video_pixels, minimum=1)
+        _check_int("video_workers", self.video_workers, minimum=1)
+        _check_int("video_queue", self.video_queue, minimum=0)
 
     @property
     def max_requests_in_flight(self) -> int:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from decrappify import __version__
 from decrappify.data.degrade import create_preset
+from decrappify.data.masks import MaskDataset, MaskValidationSet, build_mask_validation
 from decrappify.data.pairs import (
     EpochPlan,
     ImageStore,
@@ -32,7 +33,10 @@ from decrappify.data.pairs import (
 )
 from decrappify.errors import ConfigError
 from decrappify.inference.zoo import shipped_names
+from decrappify.nn import ab_bins
 from decrappify.nn.models import create_model
+from decrappify.nn.segmentation import MaskUnet
+from decrappify.tasks import is_segmentation_task
 from decrappify.train import losses
 from decrappify.train.config import Config
 from decrappify.weights import load_into, load_state_dict_file
@@ -44,9 +48,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, to
 
 @dataclass
 class DataBundle:
-    dataset: PairDataset
-    valset: ValidationSet | None  # only built on the process that validates
-    scale: int  # the preset's scale
+    dataset: PairDataset | MaskDataset
+    valset: ValidationSet | MaskValidationSet | None  # only built on the process that validates
+    scale: int  # the preset's scale (1 for a text-mask run: the mask is at the input's size)
     num_train: int
     num_val: int
 
@@ -70,31 +74,31 @@ def build_data(config: Config, *, with_validation: bool = True) -> DataBundle:
         if not val_items:
             source += "; no validation: pass --val DIR"
     store = ImageStore([path for path, _ in train_items], cache=data.cache)
-    valset = None
-    if with_validation and val_items:
-        valset = build_validation(val_items, pipeline, seed=config.seed, crop=data.val_crop)
     log.info(
         "data: %d training images (%s), %d validation images %s, preset %s",
         len(train_items),
         ", ".join(data.paths),
         len(val_items),
         source,
-        data.preset,
+        ", ".join((data.preset, *data.extra_presets)),
     )
-    return DataBundle(
-        PairDataset(
-            store,
-            pipeline,
-            data.augment,
-            with_boxes=config.loss.watermark_weight != 1,
-            degrade_photo=data.degrade == "photo",
-            box_crops=data.box_crops,
-        ),
-        valset,
-        int(pipeline.scale),
-        len(train_items),
-        len(val_items),
+    validate = with_validation and bool(val_items)
+    if is_segmentation_task(data.task):
+        pipelines = [pipeline, *map(create_preset, data.extra_presets)]
+        dataset = MaskDataset(store, pipelines, data.augment, degrade_photo=data.degrade == "photo",
+                              box_crops=data.box_crops)  # fmt: skip
+        valset = build_mask_validation(val_items, pipeline, seed=config.seed, crop=data.val_crop) if validate else None
+        return DataBundle(dataset, valset, 1, len(train_items), len(val_items))
+    dataset = PairDataset(
+        store,
+        pipeline,
+        data.augment,
+        with_boxes=config.loss.watermark_weight != 1,
+        degrade_photo=data.degrade == "photo",
+        box_crops=data.box_crops,
     )
+    valset = build_validation(val_items, pipeline, seed=config.seed, crop=data.val_crop) if validate else None
+    return DataBundle(dataset, valset, int(pipeline.scale), len(train_items), len(val_items))
 
 
 def stage_plan(
@@ -102,7 +106,7 @@ def stage_plan(
 ) -> EpochPlan:
     """The batches of `stage` for one process; `ConfigError` when the images cannot fill one batch."""
     spec = config.stages[stage]
-    eligible = tuple(dataset.store.eligible(spec.crop))
+    eligible = tuple(dataset.eligible(spec.crop))
     if not eligible:
         raise ConfigError(f"stages.{stage}.crop={spec.crop}: no training image is that large on both sides")
     plan = EpochPlan(
@@ -120,6 +124,8 @@ def build_model(config: Config, scale: int) -> torch.nn.Module:
     """`create_model(config.model)`, seeded, checked against the preset's scale, with `init` weights loaded."""
     torch.manual_seed(config.seed)
     model = create_model(config.model)
+    if is_segmentation_task(config.data.task) and not isinstance(model, MaskUnet):
+        raise ConfigError(f"model.arch: a {config.data.task} run needs arch 'mask-unet', not {config.model['arch']!r}")
     if getattr(model, "scale", scale) != scale:
         raise ConfigError(
             f"model.scale={model.scale} but preset {config.data.preset!r} degrades by x{scale}; make them agree"
@@ -146,9 +152,17 @@ def calibration_batch(config: Config, dataset: PairDataset) -> tuple[torch.Tenso
     return lq.float() / 255.0, hq.float() / 255.0
 
 
-def build_loss(config: Config, dataset: PairDataset, scale: int) -> tuple[LossFn, Config]:
-    """The loss as a `(pred, hq) -> (total, terms)` module, and the config with calibrated weights filled in."""
+def build_loss(
+    config: Config, dataset: PairDataset, scale: int, model: torch.nn.Module | None = None
+) -> tuple[LossFn, Config]:
+    """The loss as a `(pred, hq) -> (total, terms)` module, and the config with calibrated weights filled in.
+
+    `model`: the model it trains; the `ab_classification` loss takes its a*b* bins from it."""
     spec = config.loss
+    if spec.kind == "bce_dice":
+        return losses.BceDiceLoss(), config
+    if spec.kind == "ab_classification":
+        return ab_classification_loss(config, dataset, model), config
     if spec.kind != "feature":
         pixel = losses.PixelLoss(spec.kind)
         return (lambda pred, hq, weight=None: (pixel(pred, hq, weight), {})), config
@@ -183,6 +197,25 @@ def build_loss(config: Config, dataset: PairDataset, scale: int) -> tuple[LossFn
         pixel_kind=spec.pixel,
     )
     return module, config
+
+
+def ab_classification_loss(
+    config: Config, dataset: PairDataset, model: torch.nn.Module | None
+) -> losses.AbClassificationLoss:
+    """The a*b* classifier's loss: `model`'s bins, rebalanced by the training pictures' own colour prior
+    (counted once at the start of every run, resume included: a pure function of the training images)."""
+    centres = getattr(model, "bin_centres", None)
+    if not isinstance(centres, torch.Tensor):
+        raise ConfigError("loss.kind='ab_classification' needs an 'ab-unet' model (it predicts a*b* bins)")
+    centres = centres.detach().float().cpu()
+    store = dataset.store
+    counts = losses.ab_prior((store[i] for i in range(len(store))), centres, shrink=getattr(model, "out_stride", 4))
+    weights = ab_bins.rebalance_weights(counts, centres, config.loss.ab_rebalance)
+    seen = int((counts > 0).sum())
+    log.info("loss: a*b* classification over %d bins (%d seen in %d training images), rebalanced with lambda %g, "
+             "weights %.2f-%.2f", len(centres), seen, len(store), config.loss.ab_rebalance, float(weights.min()),
+             float(weights.max()))  # fmt: skip
+    return losses.AbClassificationLoss(centres, weights)
 
 
 def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW:
@@ -255,7 +288,7 @@ def model_info(
     what a model must run in, see `decrappify.inference.precision`)."""
     return {
         "name": name,
-        "task": config.data.preset,
+        "task": config.data.task or config.data.preset,
         "scale": config.scale,
         "command": command,
         "train_seconds": round(seconds, 1),
@@ -263,5 +296,6 @@ def model_info(
         "step": step,
         "metrics": metrics,
         "data": [Path(p).name for p in data],
+        **({"presets": [config.data.preset, *config.data.extra_presets]} if config.data.task else {}),
         "decrappify": __version__,
     }

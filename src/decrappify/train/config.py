@@ -21,8 +21,10 @@ from typing import Any
 
 from decrappify.errors import ConfigError
 from decrappify.inference.precision import PRECISIONS
+from decrappify.nn.models import training_output
+from decrappify.tasks import COLORIZE, SEGMENTATION_TASKS, is_segmentation_task
 
-LOSS_KINDS = ("l1", "mse", "feature")
+LOSS_KINDS = ("l1", "mse", "feature", "bce_dice", "ab_classification")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AUGMENTS = ("none", "hflip", "dihedral")
 
@@ -34,6 +36,10 @@ class DataConfig:
     preset: str = (
         "restore-x4"  # a `degrade.PRESETS` name: how clean crops are crappified; also the model's task
     )
+    # "": the model restores pictures, the task `preset` names. "text-mask": it finds the watermark's text (a mask of
+    # the degraded input, `data/masks.py`) in pictures degraded by `preset` and `extra_presets`
+    task: str = ""
+    extra_presets: tuple[str, ...] = ()  # text-mask: more presets, one picked per sample (validation uses `preset`)
     paths: tuple[str, ...] = ()  # training folders (the CLI's --data adds to these)
     val_paths: tuple[str, ...] = ()  # separate validation folders; empty: hold out `val_size` training images
     val_size: int = 8  # images held out (a fixed, seeded choice) when there is no validation folder ...
@@ -60,7 +66,10 @@ class DataConfig:
 class LossConfig:
     """The training loss: pixel L1/MSE, or feature + gram loss on a VGG (`losses.create_feature_loss`)."""
 
-    kind: str = "l1"  # l1 | mse | feature
+    kind: str = "l1"  # l1 | mse | feature | bce_dice (the text-mask task's, on logits) | ab_classification
+    # ab_classification (colourisation over a*b* bins, an `ab-unet` model): Zhang et al.'s lambda, the share of
+    # the uniform distribution mixed into the prior before inverting it (1: no rebalancing, 0: full)
+    ab_rebalance: float = 0.5
     # l1/mse only: pixels inside the degradation's watermark boxes count this many times in the loss (1: plain).
     # L1's gradient is the error's sign, so without it a few text pixels weigh no more than the mild JPEG error
     # everywhere else, and a short run learns to de-block long before it learns to erase text.
@@ -340,6 +349,8 @@ def validate(config: Config) -> None:
     """Check values that are wrong regardless of the data (ranges, choices, crop vs scale)."""
     _check(isinstance(config.model.get("arch"), str), "model.arch: missing; it names the architecture")
     _choice(config.loss.kind, LOSS_KINDS, "loss.kind")
+    _validate_task(config)
+    _validate_ab_classification(config)
     _choice(config.loss.pixel, ("l1", "mse"), "loss.pixel")
     weight = config.loss.watermark_weight
     _check(weight > 0, f"loss.watermark_weight: must be > 0, got {weight}")
@@ -386,6 +397,38 @@ def validate(config: Config) -> None:
     _check(train.threads >= 0 and train.samples >= 0, "train.threads and train.samples: must be >= 0")
     _check(train.precision in PRECISIONS, f"train.precision: choose one of {', '.join(PRECISIONS)}")
     _validate_gan(config.gan, scale)
+
+
+def _validate_task(config: Config) -> None:
+    """A text-mask run learns a mask (scale 1, BCE + Dice, no GAN); only it mixes presets."""
+    data = config.data
+    _choice(data.task, ("", *sorted(SEGMENTATION_TASKS)), "data.task")
+    segmentation = is_segmentation_task(data.task)
+    _check(
+        segmentation == (config.loss.kind == "bce_dice"),
+        f"loss.kind={config.loss.kind!r}: data.task = 'text-mask' trains with loss.kind 'bce_dice', and that loss "
+        "is for data.task = 'text-mask' only",
+    )
+    _check(not data.extra_presets or segmentation, "data.extra_presets: only for data.task = 'text-mask'")
+    if segmentation:
+        _check(config.scale == 1, f"model.scale: a text-mask model works at the input's size (1), got {config.scale}")
+        _check(not config.gan.enabled, "gan.enabled: NoGAN trains picture models, not data.task = 'text-mask'")
+
+
+def _validate_ab_classification(config: Config) -> None:
+    """The a*b* classifier (`ab-unet`) trains on its logits, so it and the `ab_classification` loss go together,
+    on the colorize preset, without NoGAN (whose critic and content loss take pictures)."""
+    kind, arch = config.loss.kind, config.model.get("arch")
+    logits = training_output(config.model) == "ab_logits"
+    _check(
+        logits == (kind == "ab_classification"),
+        f"loss.kind={kind!r} with model.arch={arch!r}: an 'ab-unet' model trains with loss.kind "
+        "'ab_classification', and that loss needs an 'ab-unet' model",
+    )
+    _check(0 <= config.loss.ab_rebalance <= 1, f"loss.ab_rebalance: must be in [0, 1], got {config.loss.ab_rebalance}")
+    if logits:
+        _check(config.data.preset == COLORIZE, f"data.preset: an 'ab-unet' model colourises (preset {COLORIZE!r})")
+        _check(not config.gan.enabled, "gan.enabled: NoGAN trains picture models, not the a*b* classifier")
 
 
 def _validate_gan(gan: GanConfig, scale: int) -> None:

@@ -35,6 +35,9 @@ EPOCH_COLUMNS = (
     "val_l1",
     "val_ab_error",  # colourisation runs only: what picks their best.safetensors
     "val_psnr_watermark",  # watermark presets only: PSNR inside the text boxes, as `evaluate` scores it
+    "val_iou",  # text-mask runs only (the rest of this table's val_* stay empty there): what picks their best
+    "val_f1",
+    "val_box_recall",
 )
 STEP_COLUMNS = ("step", "stage", "epoch", "elapsed_s", "lr", "loss", "crops_per_s")
 
@@ -208,6 +211,8 @@ def default_callbacks(
     if config.loss.kind == "feature":
         layers = range(len(config.loss.layer_ids))
         terms = ["pixel"] + [f"{kind}_{i}" for kind in ("feat", "gram") for i in layers]
+    elif config.loss.kind == "bce_dice":
+        terms = ["bce", "dice"]
     log_every = config.train.log_every
     callbacks: list[Callback] = [
         CsvLogger(run_dir, log_every=log_every, resume_step=resume_step, terms=terms)

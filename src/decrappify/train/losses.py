@@ -1,5 +1,6 @@
-"""Training losses: pixel, fastai's feature + gram ("perceptual") loss with weights fitted to the backbone, and the
-adversarial loss of GAN fine-tuning (with the critic's accuracy, and the generator's feature + adversarial sum).
+"""Training losses: pixel, fastai's feature + gram ("perceptual") loss with weights fitted to the backbone, the
+adversarial loss of GAN fine-tuning (with the critic's accuracy, and the generator's feature + adversarial sum), and
+colourisation's class-rebalanced cross-entropy over a*b* bins (:class:`AbClassificationLoss`).
 
 fastai's lesson-7 weights (5 / 15 / 2 for the features, 5e3 * w^2 for the gram matrices) were tuned to VGG16-BN's
 activation scale. A term's size follows the backbone's activations (a gram matrix their square), so on another
@@ -16,15 +17,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decrappify import weights as weights_io
 from decrappify.errors import ConfigError
+from decrappify.nn import ab_bins
 from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
 from decrappify.nn.feature_extractor import VGGFeatureExtractor, features_stack
 
@@ -70,6 +73,33 @@ class PixelLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
+
+
+class BceDiceLoss(nn.Module):
+    """Segmentation: binary cross-entropy on logits plus the soft Dice loss, `(total, {"bce", "dice"})`.
+
+    BCE scores each pixel on its own, so on pictures where text covers a few percent it is content with a timid
+    mask; Dice (1 - 2|P.T| / (|P| + |T|), on probabilities, over the whole batch) scores the overlap and is blind to
+    the background's size. The sum trains both. The batch, not each image, is Dice's unit: a crop without text
+    then counts by its false positives instead of giving 0/0. Computed in fp32 whatever the network ran in.
+    """
+
+    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1.0):
+        super().__init__()
+        self.bce_weight, self.dice_weight, self.smooth = float(bce_weight), float(dice_weight), float(smooth)
+
+    def forward(self, logits: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        with fp32_arithmetic(logits):
+            logits, target = logits.float(), target.float()
+            bce = F.binary_cross_entropy_with_logits(logits, target)
+            prob = torch.sigmoid(logits)
+            overlap = (prob * target).sum()
+            dice = 1.0 - (2.0 * overlap + self.smooth) / (prob.sum() + target.sum() + self.smooth)
+            terms = {"bce": bce * self.bce_weight, "dice": dice * self.dice_weight}
+        return terms["bce"] + terms["dice"], terms
+
+    def extra_repr(self) -> str:
+        return f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}"
 
 
 def fp32_arithmetic(like: Tensor) -> torch.autocast:
@@ -316,3 +346,67 @@ class GANGeneratorLoss(nn.Module):
         adversarial = self.adversarial.generator_loss(fake_logits) * self.adversarial_weight
         terms = {**terms, "content": content, "adversarial": adversarial}
         return content + adversarial, terms
+
+
+class AbClassificationLoss(nn.Module):
+    """Colourisation as classification (Zhang et al. 2016): a class-rebalanced cross-entropy between the model's
+    a*b* bin logits (N, Q, h, w) and soft-encoded targets from the truth ``hq`` (N, 3, H, W) in [0, 1].
+
+    The truth's a*b* is averaged down to the logits' resolution (area), each pixel's target is its ``neighbours``
+    nearest bins with Gaussian weights (``sigma``), and the pixel's cross-entropy is multiplied by the rebalancing
+    weight of its nearest bin (``bin_weights``, from :func:`decrappify.nn.ab_bins.rebalance_weights`, whose mean
+    under the prior is 1, so the loss keeps the cross-entropy's scale). Returns ``(total, {"ce": plain mean
+    cross-entropy})``; computed in fp32 whatever the network ran in.
+    """
+
+    def __init__(
+        self,
+        bin_centres: Tensor,
+        bin_weights: Tensor,
+        neighbours: int = ab_bins.DEFAULT_NEIGHBOURS,
+        sigma: float = ab_bins.DEFAULT_SIGMA,
+    ):
+        super().__init__()
+        if bin_centres.ndim != 2 or bin_centres.shape[1] != 2 or bin_weights.shape != (len(bin_centres),):
+            raise ConfigError(
+                f"a*b* loss: {tuple(bin_centres.shape)} bin centres need (Q, 2) and {len(bin_centres)} weights, "
+                f"got {tuple(bin_weights.shape)}"
+            )
+        self.register_buffer("bin_centres", bin_centres.float().clone())
+        self.register_buffer("bin_weights", bin_weights.float().clone())
+        self.neighbours, self.sigma = int(neighbours), float(sigma)
+
+    def forward(self, logits: Tensor, hq: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if logits.ndim != 4 or logits.shape[1] != len(self.bin_centres):
+            raise ConfigError(
+                f"the ab_classification loss needs {len(self.bin_centres)} bin logits per pixel (an 'ab-unet' "
+                f"model in training mode), got a tensor of shape {tuple(logits.shape)}"
+            )
+        with fp32_arithmetic(logits):
+            ab = F.adaptive_avg_pool2d(ab_bins.rgb_to_lab(hq)[:, 1:], logits.shape[-2:])
+            indices, weights = ab_bins.soft_encode(
+                ab.permute(0, 2, 3, 1).reshape(-1, 2), self.bin_centres, self.neighbours, self.sigma
+            )
+            log_probs = F.log_softmax(logits.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+            ce = -(weights * log_probs.gather(1, indices)).sum(dim=1)
+            total = (self.bin_weights[indices[:, 0]] * ce).mean()
+        return total, {"ce": ce.mean().detach()}
+
+    def extra_repr(self) -> str:
+        return f"bins={len(self.bin_centres)}, neighbours={self.neighbours}, sigma={self.sigma}"
+
+
+def ab_prior(images: Iterable[np.ndarray], bin_centres: Tensor, shrink: int = 4) -> Tensor:
+    """(Q,) counts of the training pictures' colours by nearest a*b* bin: the prior of class rebalancing.
+
+    ``images``: H x W x 3 uint8 arrays; each is shrunk by ``shrink`` (area), as the loss's targets are at the
+    model's reduced resolution, so the prior counts what the loss sees.
+    """
+    counts = torch.zeros(len(bin_centres), dtype=torch.float64)
+    for image in images:
+        rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        if shrink > 1 and min(rgb.shape[-2:]) >= shrink:
+            rgb = F.avg_pool2d(rgb, shrink)
+        ab = ab_bins.rgb_to_lab(rgb)[0, 1:].reshape(2, -1).t()
+        counts += ab_bins.ab_histogram(ab, bin_centres)
+    return counts

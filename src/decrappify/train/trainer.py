@@ -110,7 +110,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn, self.config = build.build_loss(config, self.data.dataset, self.data.scale)
+        self.loss_fn, self.config = build.build_loss(config, self.data.dataset, self.data.scale, self.model)
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn = self.loss_fn.to(self.ctx.device)
         self.optimizer = build.build_optimizer(self.model, self.config)
@@ -342,8 +342,8 @@ class Trainer:
 
     @property
     def selection(self) -> Selection:
-        """What picks `best.safetensors`: PSNR_Y, or the a*b* error for colourisation."""
-        return selection_for(self.config.data.preset)
+        """What picks `best.safetensors`: PSNR_Y, the a*b* error for colourisation, IoU for a text mask."""
+        return selection_for(self.config.data.task or self.config.data.preset)
 
     # ------------------------------------------------------------------------------------------------ files
 

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from decrappify.data.masks import MaskValidationSet
 from decrappify.data.pairs import ValidationSet
 from decrappify.evaluation import metrics
 from decrappify.evaluation.perceptual import PerceptualDistance
+from decrappify.evaluation.segmentation import MaskCounts, boxes_found, count_mask, text_boxes
 from decrappify.inference.precision import autocast
+from decrappify.inference.text_mask import overlay
 from decrappify.io.atomic import atomic_write_bytes
-from decrappify.tasks import is_colour_task
+from decrappify.tasks import is_colour_task, is_segmentation_task
 
 GRID_TILE = 160  # side of each picture in the sample grid (a centre crop of the target)
 
@@ -47,11 +50,15 @@ class Selection:
 #: barely moves while the colours do, so the CIELAB a*b* error (`metrics.ab_error`) picks the best checkpoint.
 PSNR_SELECTION = Selection("psnr_y", True, "PSNR_Y (dB)")
 COLOUR_SELECTION = Selection("ab_error", False, "a*b* error")
+#: Text-mask runs: the pixel IoU of the predicted mask, as `evaluate --task text-mask` scores it.
+MASK_SELECTION = Selection("iou", True, "IoU")
 
 
-def selection_for(preset: str) -> Selection:
-    """How a run of `preset` picks its best checkpoint."""
-    return COLOUR_SELECTION if is_colour_task(preset) else PSNR_SELECTION
+def selection_for(task: str) -> Selection:
+    """How a run of `task` (a preset's name for restoration runs) picks its best checkpoint."""
+    if is_segmentation_task(task):
+        return MASK_SELECTION
+    return COLOUR_SELECTION if is_colour_task(task) else PSNR_SELECTION
 
 
 @dataclass
@@ -117,6 +124,47 @@ def validate(
     return ValidationResult(result, outputs)
 
 
+@torch.inference_mode()
+def validate_masks(
+    model: torch.nn.Module, valset: MaskValidationSet, device: torch.device, *, precision: str = "fp32", keep: int = 0
+) -> tuple[dict[str, float], list[np.ndarray]]:
+    """A text-mask model's IoU, F1 (pixels pooled over the set) and box recall, as `evaluate` scores them, and
+    the first `keep` predicted masks (logit >= 0, i.e. probability >= 0.5)."""
+    was_training = model.training
+    model.eval()
+    counts, found, boxes, outputs = MaskCounts(), 0, 0, []
+    try:
+        for i, (lq, truth) in enumerate(zip(valset.lq, valset.masks, strict=True)):
+            with autocast(precision, device):
+                pred = (model(lq.to(device)).float()[0, 0] >= 0).cpu().numpy()
+            counts += count_mask(pred, truth)
+            truth_boxes = valset.boxes[i] if i < len(valset.boxes) else []
+            found, boxes = found + boxes_found(truth_boxes, text_boxes(pred)), boxes + len(truth_boxes)
+            if i < keep:
+                outputs.append(pred)
+    finally:
+        model.train(was_training)
+    result = {"iou": counts.iou, "f1": counts.f1, "precision": counts.precision, "recall": counts.recall}
+    if boxes:
+        result["box_recall"] = found / boxes
+    return result, outputs
+
+
+def mask_grid(valset: MaskValidationSet, outputs: list[np.ndarray]) -> Image.Image:
+    """Rows of (input, predicted mask over it, true mask over it), `GRID_TILE` crops centred on the text."""
+    rows = []
+    for i, pred in enumerate(outputs):
+        lq = valset.lq[i][0].permute(1, 2, 0).numpy()
+        h, w = lq.shape[:2]
+        size_w, size_h = min(GRID_TILE, w), min(GRID_TILE, h)
+        boxes = valset.boxes[i] if i < len(valset.boxes) else []
+        cx, cy = ((boxes[0][0] + boxes[0][2]) // 2, (boxes[0][1] + boxes[0][3]) // 2) if boxes else (w // 2, h // 2)
+        left, top = min(max(cx - size_w // 2, 0), w - size_w), min(max(cy - size_h // 2, 0), h - size_h)
+        box = (left, top, left + size_w, top + size_h)
+        rows.append([_tile(lq, box), _tile(overlay(lq, pred), box), _tile(overlay(lq, valset.masks[i]), box)])
+    return _grid(rows)
+
+
 def _tile(array: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
     image = Image.fromarray(np.rint(np.clip(array, 0, 1) * 255).astype(np.uint8))
     return image.crop(box)
@@ -133,6 +181,11 @@ def sample_grid(valset: ValidationSet, outputs: list[np.ndarray]) -> Image.Image
         lq = valset.lq[i][0].permute(1, 2, 0).numpy()
         lq_big = Image.fromarray(np.rint(lq * 255).astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
         rows.append([lq_big.crop(box), _tile(pred, box), _tile(hq, box)])
+    return _grid(rows)
+
+
+def _grid(rows: list[list[Image.Image]]) -> Image.Image:
+    """Rows of tiles pasted side by side, row under row, on white."""
     width = max(sum(t.width for t in row) for row in rows)
     grid = Image.new("RGB", (width, sum(row[0].height for row in rows)), "white")
     y = 0
@@ -154,7 +207,7 @@ def save_png(image: Image.Image, path: Path) -> Path:
 
 def validate_with_samples(
     model: torch.nn.Module,
-    valset: ValidationSet,
+    valset: ValidationSet | MaskValidationSet,
     device: torch.device,
     *,
     precision: str,
@@ -165,6 +218,9 @@ def validate_with_samples(
 ) -> tuple[dict[str, float], Path | None]:
     """`validate`, then the grid of the first `samples` pairs written to `grid_path` (None if no samples)."""
     keep = min(samples, len(valset))
+    if isinstance(valset, MaskValidationSet):
+        scores, masks = validate_masks(model, valset, device, precision=precision, keep=keep)
+        return scores, (save_png(mask_grid(valset, masks), grid_path) if masks else None)
     result = validate(model, valset, device, precision=precision, keep=keep, perceptual=perceptual, colour=colour)
     if not result.outputs:
         return result.metrics, None

@@ -1,4 +1,5 @@
 // decrappify web page: pick or drop a picture, send it to POST /v1/restore, compare before/after, download.
+// A video goes to POST /v1/jobs instead; the page polls the job, shows its progress, then plays the result.
 // Plain JavaScript, no dependencies. The token (if any) is kept in memory only and sent as a bearer token.
 "use strict";
 
@@ -24,10 +25,28 @@
   const slider = $("slider");
   const info = $("info");
   const download = $("download");
+  const onlyMaskedBox = $("only-masked-box");
+  const onlyMasked = $("only-masked");
+  const maskImage = $("mask");
+  const showMaskBox = $("show-mask-box");
+  const showMask = $("show-mask");
+  const outscaleSelect = $("outscale");
+  const strengthBox = $("strength-box");
+  const strengthInput = $("strength");
+  const strengthValue = $("strength-value");
+  const strengthHint = $("strength-hint");
+  const smoothingBox = $("smoothing-box");
+  const smoothingInput = $("smoothing");
+  const videoResult = $("video-result");
+  const videoPlayer = $("video");
+  const videoInfo = $("video-info");
+  const videoDownload = $("video-download");
+  const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi|mpe?g|ts|mts|m2ts|wmv|flv|3gp|ogv)$/i;
+  const POLL_MS = 500;
 
   // Browsers cannot show TIFF or BMP everywhere: ask for PNG when "same kind" would give one of those.
   const DISPLAYABLE = new Set(["image/png", "image/jpeg", "image/webp"]);
-  const state = { file: null, models: [], limits: null, busy: false, urls: [] };
+  const state = { file: null, models: [], limits: null, busy: false, urls: [], textMask: null };
 
   function showError(message) {
     errorLine.textContent = message;
@@ -78,12 +97,40 @@
     const body = await response.json();
     state.models = body.models;
     state.limits = body.limits;
+    state.video = body.video || null;
     modelSelect.replaceChildren(
       ...body.models.map((m) => new Option(`${m.name} (${m.task}, x${m.scale})`, m.name, false, m.name === body.default)),
     );
     modelSelect.disabled = false;
+    state.textMask = body.text_mask || null;
+    updateMaskOption();
+    updateStrength();
     if (errorLine.textContent.includes("token")) showError("");
     updateButton();
+  }
+
+  // "Repair only the watermark" needs the server's text-mask model and a same-size (x1) restoration model.
+  function updateMaskOption() {
+    const model = state.models.find((m) => m.name === modelSelect.value);
+    onlyMaskedBox.hidden = !(state.textMask && model && model.scale === 1);
+  }
+  modelSelect.addEventListener("change", updateMaskOption);
+  showMask.addEventListener("change", () => {
+    maskImage.hidden = !showMask.checked;
+  });
+
+  // The text mask of the uploaded picture, laid over the comparison (red on text, transparent elsewhere).
+  async function showTextMask(file) {
+    maskImage.hidden = true;
+    showMaskBox.hidden = true;
+    if (!state.textMask) return;
+    const data = new FormData();
+    data.append("image", file, file.name);
+    const response = await fetch("/v1/detect", { method: "POST", headers: authHeaders(), body: data });
+    if (!response.ok) return;
+    if (!(await loaded(maskImage, objectUrl(await response.blob())))) return;
+    maskImage.hidden = !showMask.checked;
+    showMaskBox.hidden = false;
   }
 
   async function errorMessage(response) {
@@ -99,6 +146,13 @@
   function chooseFile(file) {
     if (!file) return;
     showError("");
+    videoResult.hidden = true;
+    if (isVideo(file)) {
+      chooseVideo(file);
+      return;
+    }
+    smoothingBox.hidden = true;
+    goButton.textContent = "Restore";
     if (state.limits && file.size > state.limits.max_upload_bytes) {
       showError(`${file.name} is ${formatBytes(file.size)}; the limit is ${formatBytes(state.limits.max_upload_bytes)}.`);
       return;
@@ -154,12 +208,12 @@
     return setInterval(tick, 500);
   }
 
-  function send(data) {
+  function send(data, url = "/v1/restore") {
     // XMLHttpRequest rather than fetch: it reports upload progress.
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       let timer = null;
-      xhr.open("POST", "/v1/restore");
+      xhr.open("POST", url);
       xhr.responseType = "blob";
       for (const [key, value] of Object.entries(authHeaders())) xhr.setRequestHeader(key, value);
       xhr.upload.addEventListener("progress", (event) => {
@@ -234,12 +288,18 @@
     event.preventDefault();
     if (!state.file || state.busy) return;
     const file = state.file;
+    if (isVideo(file)) {
+      await restoreVideo(file);
+      return;
+    }
     const data = new FormData();
     data.append("image", file, file.name);
     data.append("model", modelSelect.value);
     let format = formatSelect.value;
     if (format === "auto" && !DISPLAYABLE.has(file.type)) format = "png";
     data.append("format", format);
+    if (!onlyMaskedBox.hidden && onlyMasked.checked) data.append("only_masked", "true");
+    appendScaleAndStrength(data);
     state.busy = true;
     updateButton();
     showError("");
@@ -254,6 +314,7 @@
         showError((await xhrError(xhr)) + (retry ? ` (try again in ${retry} s)` : ""));
       } else {
         await showResult(xhr, file, (performance.now() - start) / 1000);
+        await showTextMask(file);
       }
     } catch (err) {
       showError(err.message);
@@ -263,6 +324,133 @@
       updateButton();
     }
   });
+
+  // ---- output size and strength (both kinds of upload) ----
+
+  // The strength slider: only for a model whose file names a pair to mix with (GET /v1/models "strength").
+  function updateStrength() {
+    const model = state.models.find((m) => m.name === modelSelect.value);
+    const pair = model && model.strength;
+    strengthBox.hidden = !pair;
+    if (pair) {
+      const how = pair.mode === "blend" ? "outputs blended" : "weights interpolated";
+      strengthHint.textContent = `0: ${model.name} as it is · 1: ${pair.pair} (${how})`;
+    }
+  }
+  modelSelect.addEventListener("change", updateStrength);
+  strengthInput.addEventListener("input", () => {
+    strengthValue.textContent = Number(strengthInput.value).toFixed(2);
+  });
+
+  function appendScaleAndStrength(data) {
+    if (outscaleSelect.value) data.append("outscale", outscaleSelect.value);
+    if (!strengthBox.hidden && Number(strengthInput.value) > 0) data.append("strength", strengthInput.value);
+  }
+
+  // ---- videos: POST /v1/jobs, then poll GET /v1/jobs/ID until done, then fetch the result ----
+
+  function isVideo(file) {
+    return file.type.startsWith("video/") || VIDEO_NAME.test(file.name);
+  }
+
+  function chooseVideo(file) {
+    if (!state.video) {
+      showError("This server does not take videos.");
+      return;
+    }
+    if (file.size > state.video.max_video_bytes) {
+      showError(`${file.name} is ${formatBytes(file.size)}; the limit for videos is ${formatBytes(state.video.max_video_bytes)}.`);
+      return;
+    }
+    state.file = file;
+    fileName.textContent = `${file.name} · ${formatBytes(file.size)} · up to ${state.video.max_video_seconds} s`;
+    smoothingBox.hidden = false;
+    goButton.textContent = "Restore the video";
+    updateButton();
+  }
+
+  function formatSeconds(seconds) {
+    if (seconds < 90) return `${Math.round(seconds)} s`;
+    return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  }
+
+  function showJobProgress(job) {
+    if (job.status === "queued") {
+      bar.removeAttribute("value");
+      statusLine.textContent = "Waiting for a free worker…";
+      return;
+    }
+    if (job.progress != null) bar.value = 100 * job.progress;
+    const total = job.frames_total ? ` / ${job.frames_total}` : "";
+    const parts = [`Restoring the video: ${job.frames_done}${total} frames`];
+    if (job.frames_per_second) parts.push(`${job.frames_per_second.toFixed(1)} frames/s`);
+    if (job.eta_s != null) parts.push(`about ${formatSeconds(job.eta_s)} left`);
+    statusLine.textContent = parts.join(" · ");
+  }
+
+  async function pollJob(job) {
+    while (job.status === "queued" || job.status === "running") {
+      showJobProgress(job);
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      const response = await fetch(job.status_url, { headers: authHeaders(), cache: "no-store" });
+      if (!response.ok) throw new Error(await errorMessage(response));
+      job = await response.json();
+    }
+    if (job.status !== "done") {
+      showError(job.error || `The video job was ${job.status}.`);
+      return null;
+    }
+    return job;
+  }
+
+  async function showVideo(job) {
+    statusLine.textContent = "Downloading the restored video…";
+    const response = await fetch(job.result.url, { headers: authHeaders(), cache: "no-store" });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const blob = await response.blob();
+    for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
+    const url = objectUrl(blob);
+    videoPlayer.src = url;
+    videoDownload.href = url;
+    videoDownload.download = job.result.filename;
+    const size = job.output ? ` → ${job.output.width} × ${job.output.height}` : "";
+    videoInfo.textContent =
+      `${job.input.width} × ${job.input.height}${size} · ${job.frames_done} frames · ${job.model} · ` +
+      `${formatSeconds(job.elapsed_s)} · ${formatBytes(blob.size)}`;
+    result.hidden = true;
+    videoResult.hidden = false;
+    videoResult.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+
+  async function restoreVideo(file) {
+    const data = new FormData();
+    data.append("video", file, file.name);
+    data.append("model", modelSelect.value);
+    appendScaleAndStrength(data);
+    if (smoothingInput.checked) data.append("smoothing", "0.5");
+    state.busy = true;
+    updateButton();
+    showError("");
+    startProgress();
+    try {
+      const xhr = await send(data, "/v1/jobs");
+      if (xhr.status === 401) {
+        askForToken(await xhrError(xhr));
+      } else if (xhr.status !== 202) {
+        const retry = xhr.getResponseHeader("Retry-After");
+        showError((await xhrError(xhr)) + (retry ? ` (try again in ${retry} s)` : ""));
+      } else {
+        const job = await pollJob(JSON.parse(await xhr.response.text()));
+        if (job) await showVideo(job);
+      }
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      progress.hidden = true;
+      state.busy = false;
+      updateButton();
+    }
+  }
 
   loadModels();
 })();
