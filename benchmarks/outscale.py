@@ -42,9 +42,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     restorer = Restorer.from_pretrained(args.model, device="cpu", precision=args.precision)
     preset = degrade.create_preset(restorer.info.get("task", "restore-x4"))
-    pairs = [_pair(path, relative, preset, restorer.scale) for path, relative in images_in_folder(args.data)[: args.images]]
+    photos = images_in_folder(args.data)[: args.images]
+    pairs = [_pair(path, relative, preset, restorer.scale) for path, relative in photos]
     restore_array_at(restorer, pairs[0][1][:32, :32], 2.0)  # warm-up
-    print(f"{args.model} (x{restorer.scale}, {restorer.precision}), {len(pairs)} BSD100 photos, {args.threads} thread(s)")
+    threads = f"{args.threads} thread(s)"
+    print(f"{args.model} (x{restorer.scale}, {restorer.precision}), {len(pairs)} BSD100 photos, {threads}")
     print("| outscale | method | PSNR_Y | SSIM_Y | model s / image |")
     print("| --- | --- | --- | --- | --- |")
     for scale in args.scales:

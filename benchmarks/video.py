@@ -2,6 +2,7 @@
 
     python benchmarks/video.py roundtrip [--model restore-x4] [--frames 48]
     python benchmarks/video.py flicker [--models restore-x4 restore-x1 colorize] [--frames 24] [--smoothing 0.5] [--pan]
+    python benchmarks/video.py memory [--model restore-x1] [--lengths 60 300]
 
 Both make their clip from a BSD100 photo (BSDS500 val, `--photo`): a static camera on the photo, with a 64 px
 patch of it moving 3 px a frame across (someone walking through a still shot); `--pan` moves the camera instead.
@@ -12,12 +13,16 @@ first and last timestamps, size, rotation, audio (and whether the audio packets 
 
 `flicker` writes it losslessly (FFV1) and runs `decrappify evaluate CLIP --task T --model M --temporal-smoothing
 S` for each model: PSNR_Y, SSIM_Y and flicker (the mean |Y_t - Y_t-1| of the output minus the clean clip's), with
-and without smoothing. For docs/benchmarks/video.md.
+and without smoothing.
+
+`memory` restores 1280 x 720 clips of each of `--lengths` frames in a fresh process each and prints its peak
+resident memory: with frames streamed, it must not grow with the clip's length. For docs/benchmarks/video.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -30,8 +35,8 @@ import numpy as np
 from PIL import Image
 
 from decrappify.inference.video import describe_clip
-from decrappify.io.model_metadata import read_model_metadata
 from decrappify.inference.zoo import resolve_model
+from decrappify.io.model_metadata import read_model_metadata
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500" / "val"
 
@@ -55,23 +60,28 @@ def frames_of(photo: Path, size: tuple[int, int], count: int, step: int = 3, pan
     return views
 
 
-def write_clip(path: Path, views: list[np.ndarray], *, lossless: bool, rotation: int = 0) -> Path:
+def write_clip(path: Path, views, *, lossless: bool, rotation: int = 0) -> Path:
+    """Frames (a list, or any iterable) to a clip at 30000/1001 fps: FFV1 in .mkv, or H.264 + AAC in .mp4."""
+    views = iter(views)
+    first = next(views)
     rate = Fraction(30000, 1001)
     options = {} if lossless else {"movflags": "+faststart"}
     with av.open(str(path), "w", options=options) as container:
         video = container.add_stream("ffv1" if lossless else "libx264", rate=rate)
-        video.height, video.width = views[0].shape[:2]
+        video.height, video.width = first.shape[:2]
         video.pix_fmt = "yuv444p" if lossless else "yuv420p"
         if rotation:
             video.set_display_rotation(rotation)
         audio = None if lossless else container.add_stream("aac", rate=48000)
-        for index, rgb in enumerate(views):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        count = 0
+        for index, rgb in enumerate(itertools.chain([first], views)):
+            count += 1
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts, frame.time_base = index, 1 / rate
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if audio is not None:
-            seconds = len(views) / rate
+            seconds = count / rate
             samples = np.sin(np.arange(int(48000 * seconds)) * 2 * np.pi * 440 / 48000).astype(np.float32)[None] * 0.2
             chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
             chunk.sample_rate, chunk.pts = 48000, 0
@@ -98,8 +108,8 @@ def roundtrip(args: argparse.Namespace, folder: Path) -> None:
     for name, path in (("input", clip), ("restored", restored)):
         print(f"| {name} | " + " | ".join(str(v) for v in describe_clip(path).values()) + " |")
     same = audio_packets(clip) == audio_packets(restored)
-    print(f"audio packets identical: {same}; {args.frames} frames in {seconds:.1f} s ({args.frames / seconds:.1f} frames/s "
-          "including start-up)")
+    rate = f"{args.frames / seconds:.1f} frames/s including start-up"
+    print(f"audio packets identical: {same}; {args.frames} frames in {seconds:.1f} s ({rate})")
 
 
 def flicker(args: argparse.Namespace, folder: Path) -> None:
@@ -112,9 +122,29 @@ def flicker(args: argparse.Namespace, folder: Path) -> None:
         subprocess.run([sys.executable, "-m", "decrappify", *command], check=True)
 
 
+def memory(args: argparse.Namespace, folder: Path) -> None:
+    photo = np.asarray(Image.open(args.photo).convert("RGB").resize((1400, 933)))
+    for length in args.lengths:
+        views = (photo[: 720, index : index + 1280] for index in range(length))  # a slow pan, made as it is written
+        clip = write_clip(folder / f"pan{length}.mkv", views, lossless=True)
+        code = (
+            "import resource, sys, time\n"
+            "from decrappify.inference.restorer import Restorer\n"
+            "from decrappify.inference.video import restore_video\n"
+            f"restorer = Restorer.from_pretrained({args.model!r})\n"
+            "start = time.perf_counter()\n"
+            f"restore_video(restorer, {str(clip)!r}, {str(folder / f'out{length}.mp4')!r})\n"
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+            f"print(f'{length} frames of 1280 x 720 with {args.model}: peak RSS {{peak:.0f}} MiB, "
+            "{time.perf_counter() - start:.0f} s')\n"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=("roundtrip", "flicker"))
+    parser.add_argument("part", choices=("roundtrip", "flicker", "memory"))
+    parser.add_argument("--lengths", type=int, nargs="+", default=[60, 300])
     parser.add_argument("--photo", type=Path, default=DATA / "148026.jpg")
     parser.add_argument("--pan", action="store_true", help="flicker: a panning camera instead of a static one")
     parser.add_argument("--model", default="restore-x4")
@@ -123,7 +153,7 @@ def main() -> None:
     parser.add_argument("--smoothing", type=float, default=0.5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="decrappify-video-") as folder:
-        (roundtrip if args.part == "roundtrip" else flicker)(args, Path(folder))
+        {"roundtrip": roundtrip, "flicker": flicker, "memory": memory}[args.part](args, Path(folder))
 
 
 if __name__ == "__main__":

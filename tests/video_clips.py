@@ -25,7 +25,7 @@ def require_av():
     except ImportError:
         if IN_CI:
             pytest.fail("PyAV is not installed; CI must run the video tests (the [video] extra)")
-        pytest.skip("PyAV is not installed (pip install 'decrappify[video]')")
+        pytest.skip("PyAV is not installed (pip install 'decrappify[video]')", allow_module_level=True)
     return av
 
 

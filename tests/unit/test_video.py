@@ -82,8 +82,11 @@ def test_bad_videos_are_one_line_errors_naming_the_file(restorer, clip, tmp_path
         frame.sample_rate = 8000
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
+    unknown = tmp_path / "unknown.mkv"  # a codec FFmpeg has no decoder for
+    lossless = make_clip(tmp_path / "lossless.mkv", frames=2, codec="ffv1", audio=False).read_bytes()
+    unknown.write_bytes(lossless.replace(b"V_FFV1", b"V_ZZZ9"))
     cases = [(text, "not a readable video"), (truncated, "truncated: its index needs"), (headless, "no video stream"),
-             (sound, "no video stream")]  # fmt: skip
+             (sound, "no video stream"), (unknown, "unsupported video codec")]  # fmt: skip
     for bad, reason in cases:
         with pytest.raises(InputError, match=reason) as caught:
             restore_video(restorer, bad, tmp_path / "out" / bad.name)

@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("task %s (from the model files)", args.task)
     if Path(args.data_dir).is_file() and is_video_path(args.data_dir):
         return _run_video(args)
+    if args.temporal_smoothing or args.max_frames is not None:
+        raise ConfigError("--temporal-smoothing and --max-frames are for a video clip; DATA_DIR is a picture folder")
     if is_segmentation_task(args.task):
         return _run_text_mask(args)
     if args.preset is not None:

@@ -25,7 +25,7 @@ from decrappify.inference.colour_check import COLOUR_PHOTO_SPREAD, has_real_colo
 from decrappify.inference.ensemble import ENSEMBLES
 from decrappify.inference.memory import DEFAULT_MAX_OUTPUT_PIXELS
 from decrappify.inference.outscale import check_output, restore_picture_at
-from decrappify.inference.restorer import DEFAULT_TILE
+from decrappify.inference.restorer import DEFAULT_TILE, Restorer
 from decrappify.inference.runners import BACKENDS, DEVICES
 from decrappify.inference.strength import restorer_with_strength
 from decrappify.inference.zoo import DEFAULT_MODEL
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s", report.summary())
         return report.exit_code
     apply_threads(args.threads)
-    restorer = restorer_with_strength(
+    restorer: Restorer = restorer_with_strength(
         args.model,
         args.strength,
         blend_with=args.blend_with,

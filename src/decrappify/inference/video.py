@@ -18,12 +18,10 @@ the folder removed. A partial run with other options or another source is never 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +35,19 @@ from decrappify.inference.memory import DEFAULT_MAX_OUTPUT_PIXELS
 from decrappify.inference.outscale import check_output, check_outscale, restore_array_at, scaled_size
 from decrappify.inference.restorer import Restorer
 from decrappify.inference.temporal import SmootherState, TemporalSmoother, check_smoothing
-from decrappify.io.atomic import atomic_write_bytes, atomic_write_path, atomic_write_text
-from decrappify.io.images import Picture, write_image
+from decrappify.inference.video_progress import (
+    MANIFEST,
+    STATE,
+    FrameSink,
+    Progress,
+    SegmentSink,
+    load_state,
+)
+from decrappify.io.atomic import atomic_write_path, atomic_write_text
 from decrappify.io.video import Frame, VideoInfo, iter_frames, probe_video
 from decrappify.io.video_encode import (
     EncodeSpec,
     Segment,
-    SegmentWriter,
     check_crf,
     choose_codec,
     mux_clip,
@@ -53,8 +57,6 @@ from decrappify.tasks import is_colour_task
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "progress.json"
-STATE = "smoother.npz"
 FRAMES_MANIFEST = "frames.json"
 FORMAT_VERSION = 1
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -89,11 +91,11 @@ class FramePipeline:
     """One frame in, its restored version out: the model, the output scale, then temporal smoothing."""
 
     def __init__(self, restorer: Restorer, *, outscale: float | None = None, shrink_first: bool = False,
-                 smoothing: float = 0.0):  # fmt: skip
+                 smoothing: float = 0.0, bit_depth: int = 8):  # fmt: skip
         self.restorer, self.outscale, self.shrink_first = restorer, outscale, shrink_first
         colour = is_colour_task(restorer.task)  # colourisation keeps the input's luma: only colour is smoothed
         self.smoother = TemporalSmoother(smoothing, keep_luma=colour) if smoothing else None
-        self.levels = 255
+        self.levels = 255 if bit_depth <= 8 else 65535  # the grid a colourised frame's luma is exact on
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """H x W x 3 float32 in [0, 1] -> the restored frame, float32 in [0, 1]."""
@@ -138,8 +140,8 @@ def restore_video(
                       info.colour)  # fmt: skip
     work = target.with_name(f".{target.name}.partial")
     identity = _identity(restorer, source, options, {"codec": codec.name, "crf": crf, "container": suffix})
-    progress = _Progress.open(work, identity, overwrite)
-    sink = _SegmentSink(work, spec, progress, options)
+    progress = Progress.open(work, identity, overwrite)
+    sink = SegmentSink(work, spec, progress, options.segment_frames, options.segment_seconds)
     _run(restorer, info, options, progress, sink, on_progress, cancel)
     segments = [Segment(work / entry["file"], tuple(map(tuple, entry["timestamps"]))) for entry in progress.segments]
     if not segments:
@@ -171,10 +173,13 @@ def restore_video_frames(
     info = _prepare(restorer, source, done_marker, options, overwrite, max_pixels, max_output_pixels,
                     max_memory_bytes)  # fmt: skip
     identity = _identity(restorer, source, options, {"frames": "png"})
-    progress = _Progress.open(folder / f".{MANIFEST}", identity, overwrite, folder_is_work=False)
-    if not progress.done and not overwrite and any(folder.glob("frame_*.png")):
-        raise OutputError(folder, "already holds frame_*.png files (use --overwrite to replace them)")
-    sink = _FrameSink(folder, info, progress)
+    progress = Progress.open(folder / f".{MANIFEST}", identity, overwrite, folder_is_work=False)
+    if not progress.done and any(folder.glob("frame_*.png")):
+        if not overwrite:
+            raise OutputError(folder, "already holds frame_*.png files (use --overwrite to replace them)")
+        for stale in [*folder.glob("frame_*.png"), done_marker]:  # an earlier result: replaced whole, not mixed in
+            stale.unlink(missing_ok=True)
+    sink = FrameSink(folder, info, progress)
     _run(restorer, info, options, progress, sink, on_progress, cancel)
     width, height = output_frame_size(restorer, info, options)
     record = {
@@ -250,132 +255,13 @@ def _identity(restorer: Restorer, source: Path, options: VideoOptions, output: d
     }
 
 
-class _Progress:
-    """`progress.json`: the identity of the run and what is finished (frames, segments, timestamps)."""
-
-    def __init__(self, path: Path, identity: dict[str, Any], record: dict[str, Any] | None):
-        self.path, self.identity = path, identity
-        record = record or {}
-        self.done: int = int(record.get("done", 0))
-        self.segments: list[dict[str, Any]] = list(record.get("segments", []))
-        self.pts: list[int] = list(record.get("pts", []))
-
-    @classmethod
-    def open(cls, path: Path, identity: dict[str, Any], overwrite: bool, *, folder_is_work: bool = True) -> _Progress:
-        """Continue the run recorded at `path` (a work folder's `progress.json`, or the file itself), or start
-        a new one; `OutputError` for a recorded run with another identity, unless `overwrite`."""
-        manifest = path / MANIFEST if folder_is_work else path
-        record = None
-        if manifest.is_file():
-            try:
-                record = json.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                record = None  # a damaged record: nothing in it can be trusted
-            if record is not None and record.get("identity") != json.loads(json.dumps(identity)):
-                if not overwrite:
-                    raise OutputError(
-                        path,
-                        "holds an interrupted run with other options or another source; rerun with the same "
-                        "options to continue it, or --overwrite to start over",
-                    )
-                record = None
-        if record is None and folder_is_work and path.exists():
-            shutil.rmtree(path)
-        if folder_is_work:
-            path.mkdir(parents=True, exist_ok=True)
-        progress = cls(manifest, identity, record)
-        if progress.done:
-            log.info("resuming after frame %d (%s)", progress.done, path)
-        return progress
-
-    def save(self) -> None:
-        record = {"identity": self.identity, "done": self.done, "segments": self.segments, "pts": self.pts}
-        atomic_write_text(self.path, json.dumps(record) + "\n", overwrite=True)
-
-
-class _SegmentSink:
-    """Frames into encoded segments; a segment closes after so many frames or seconds, and at a stop."""
-
-    def __init__(self, work: Path, spec: EncodeSpec, progress: _Progress, options: VideoOptions):
-        self.work, self.spec, self.progress, self.options = work, spec, progress, options
-        self.writer: SegmentWriter | None = None
-        self.started = 0.0
-        self.state_path = work / STATE
-        for leftover in work.glob("*.part"):
-            leftover.unlink(missing_ok=True)
-
-    def write(self, frame: Frame, rgb: np.ndarray) -> None:
-        if self.writer is None:
-            name = f"segment-{len(self.progress.segments):05d}.nut"
-            self.writer, self.started = SegmentWriter(self.work / name, self.spec), time.monotonic()
-        self.writer.write(rgb, frame.pts)
-
-    def due(self) -> bool:
-        return self.writer is not None and (
-            self.writer.frames >= self.options.segment_frames
-            or time.monotonic() - self.started >= self.options.segment_seconds
-        )
-
-    def checkpoint(self, done: int, state: SmootherState | None) -> None:
-        """Close the open segment and record it (with the frame count and the smoother's state)."""
-        writer, self.writer = self.writer, None
-        if writer is None:
-            return
-        try:
-            path = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        self.progress.segments.append({"file": path.name, "frames": writer.frames, "timestamps": writer.timestamps})
-        self.progress.done = done
-        _save_state(self.state_path, state, done)
-        self.progress.save()
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-            self.writer = None
-
-
-class _FrameSink:
-    """Frames into PNG files, in the display orientation; the record is saved every so many frames."""
-
-    def __init__(self, folder: Path, info: VideoInfo, progress: _Progress):
-        self.folder, self.progress = folder, progress
-        self.turns = (info.rotation // 90) % 4
-        self.bit_depth = 16 if info.bit_depth > 8 else 8
-        self.state_path = folder / f".{STATE}"
-        self.pending = 0
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def write(self, frame: Frame, rgb: np.ndarray) -> None:
-        values = np.rot90(rgb, self.turns) if self.turns else rgb
-        top = 255.0 if values.dtype == np.uint8 else 65535.0
-        picture = Picture(np.ascontiguousarray(values, dtype=np.float32) / np.float32(top), bit_depth=self.bit_depth)
-        write_image(picture, self.folder / f"frame_{frame.index + 1:06d}.png", overwrite=True)
-        self.progress.pts.append(frame.pts)
-        self.pending += 1
-
-    def due(self) -> bool:
-        return self.pending >= 24
-
-    def checkpoint(self, done: int, state: SmootherState | None) -> None:
-        self.pending = 0
-        self.progress.done = done
-        _save_state(self.state_path, state, done)
-        self.progress.save()
-
-    def abort(self) -> None:
-        pass
-
-
-def _run(restorer: Restorer, info: VideoInfo, options: VideoOptions, progress: _Progress, sink: Any,
+def _run(restorer: Restorer, info: VideoInfo, options: VideoOptions, progress: Progress, sink: SegmentSink | FrameSink,
          on_progress: ProgressCallback | None, cancel: threading.Event | None) -> None:  # fmt: skip
     """Restore the frames from `progress.done` on into `sink`, checkpointing as it goes and at any stop."""
     pipeline = FramePipeline(restorer, outscale=options.outscale, shrink_first=options.shrink_first,
-                             smoothing=options.smoothing)  # fmt: skip
+                             smoothing=options.smoothing, bit_depth=info.bit_depth)  # fmt: skip
     if pipeline.smoother is not None and progress.done:
-        pipeline.smoother.state = _load_state(sink.state_path, progress.done)
+        pipeline.smoother.state = load_state(sink.state_path, progress.done)
     total = info.expected_frames
     done = progress.done
     if on_progress is not None:
@@ -402,7 +288,7 @@ def _frames(info: VideoInfo, start: int, cancel: threading.Event | None) -> Iter
         yield frame
 
 
-def _keep_finished(sink: Any, done: int, pipeline: FramePipeline) -> None:
+def _keep_finished(sink: SegmentSink | FrameSink, done: int, pipeline: FramePipeline) -> None:
     """At a stop: finish and record the open segment, so a resumed run loses nothing; if that fails too, drop
     it (the recorded segments stay valid)."""
     try:
@@ -419,25 +305,6 @@ def _to_integers(rgb: np.ndarray, bit_depth: int) -> np.ndarray:
 
 def _state_of(pipeline: FramePipeline) -> SmootherState | None:
     return pipeline.smoother.state if pipeline.smoother is not None else None
-
-
-def _save_state(path: Path, state: SmootherState | None, done: int) -> None:
-    if state is None:
-        return
-    buffer = io.BytesIO()
-    np.savez(buffer, grey=state.grey, output=state.output.astype(np.float16), done=np.int64(done))
-    atomic_write_bytes(path, buffer.getvalue(), overwrite=True)
-
-
-def _load_state(path: Path, done: int) -> SmootherState | None:
-    """The smoother's state saved after frame `done`, or None (it then restarts: one frame unsmoothed)."""
-    try:
-        with np.load(path) as data:
-            if int(data["done"]) != done:
-                return None
-            return SmootherState(data["grey"], data["output"].astype(np.float32))
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def describe_clip(path: str | Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Frames come in their stored orientation: a phone clip filmed upright is stored s
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import struct
 from collections.abc import Iterator
@@ -47,6 +48,11 @@ def require_av() -> ModuleType:
             "videos need PyAV, which is not installed: pip install 'decrappify[video]'"
         ) from None
     return av
+
+
+def av_available() -> bool:
+    """Whether PyAV is installed (without importing it)."""
+    return importlib.util.find_spec("av") is not None
 
 
 def is_video_path(path: str | Path) -> bool:
@@ -168,6 +174,8 @@ def probe_video(path: str | Path, *, max_pixels: int | None = None) -> VideoInfo
         if not container.streams.video:
             raise InputError(path, "not a video: it has no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise InputError(path, "unsupported video codec: this FFmpeg has no decoder for it")
         _check_not_truncated(path, container)
         width, height = int(stream.codec_context.width), int(stream.codec_context.height)
         if max_pixels is not None and width * height > max_pixels:
@@ -204,6 +212,8 @@ def _info(path: Path, container: Any, stream: Any, first: Any) -> VideoInfo:
             layout = getattr(context, "layout", None)
             channels = int(getattr(context, "channels", 0) or getattr(layout, "nb_channels", 0))
             audio.append(AudioTrack(other.index, context.name, int(context.sample_rate or 0), channels))
+        elif other.type == "audio":
+            dropped.append(f"audio stream {other.index} (a codec this FFmpeg does not know)")
         elif other.type not in ("video", "audio"):
             dropped.append(f"{other.type} stream {other.index}")
     if len(container.streams.video) > 1:

@@ -30,6 +30,7 @@ from decrappify.inference.restorer import Restorer
 from decrappify.inference.text_mask import TextMasker
 from decrappify.inference.tiling import OutOfMemory
 from decrappify.inference.zoo import DEFAULT_MODEL, list_models
+from decrappify.io.video import av_available
 from decrappify.serve.errors import ApiError, install_error_handlers
 from decrappify.serve.job import OUTPUT_CHOICES, RestoredImage, RestoreRequest, restore_upload
 from decrappify.serve.limits import (
@@ -128,7 +129,7 @@ def create_app(
     # Strength pairs need the models' files: known when loaded here (in `settings.models` order, or shipped names).
     sources = dict(zip(models, settings.models or models, strict=False)) if restorers is None else {}
     variants = StrengthVariants(settings, sources)
-    jobs = VideoJobs(settings) if settings.max_video_frames else None
+    jobs = VideoJobs(settings) if settings.max_video_frames and av_available() else None  # no PyAV: no videos
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -222,11 +223,10 @@ def pick_restorer(
 def _choose(
     models: Mapping[str, Restorer], variants: StrengthVariants, settings: ServeSettings, name: str | None,
     strength: float | None,
-) -> tuple[str, Restorer]:
-    """(the model's name, its restorer at `strength`) for a video job; `ApiError` 400 for an unknown model."""
+) -> Restorer:
+    """The model `name` (None: the default) at `strength`, for a video job; `ApiError` 400 for an unknown model."""
     restorer = pick_restorer(models, name, None, settings.tile)
-    name = name or next(iter(models))
-    return name, variants.at(name, restorer, strength)
+    return variants.at(name or next(iter(models)), restorer, strength)
 
 
 def _image_response(result: RestoredImage, model: str) -> Response:

@@ -23,8 +23,8 @@ from decrappify.inference.video import VideoOptions
 from decrappify.serve.errors import ApiError
 from decrappify.serve.video_jobs import VideoJobs
 
-#: (model name or None, strength or None) -> (the model's name, its restorer): the app's choice of model.
-Chooser = Callable[[str | None, float | None], tuple[str, Restorer]]
+#: (model name or None, strength or None) -> the restorer to run: the app's choice of model (`ApiError` 400).
+Chooser = Callable[[str | None, float | None], Restorer]
 JOBS_PATH = "/v1/jobs"
 
 
@@ -46,12 +46,13 @@ def add_video_routes(app: FastAPI, jobs: VideoJobs, choose: Chooser, auth: Any) 
         outscale: Annotated[float | None, Form(ge=1, le=8, description="output size / input size")] = None,
         smoothing: Annotated[float, Form(ge=0, lt=1, description="temporal smoothing, 0: off")] = 0.0,
     ) -> JSONResponse:
-        name, restorer = choose(model, strength)
+        restorer = choose(model, strength)
         try:
             options = VideoOptions(outscale=outscale, smoothing=smoothing)
         except ConfigError as error:
             raise ApiError(400, str(error)) from None
-        job = await run_in_threadpool(jobs.create, restorer, name, video.file, video.filename or "video", options)
+        name = video.filename or "video"
+        job = await run_in_threadpool(jobs.create, restorer, restorer.name, video.file, name, options)
         return JSONResponse(job.public(), status_code=202, headers={"Location": f"{JOBS_PATH}/{job.id}"})
 
     @app.get(f"{JOBS_PATH}/{{job_id}}", dependencies=[auth], summary="A video job's status and progress")

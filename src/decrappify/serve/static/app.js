@@ -408,6 +408,8 @@
     const response = await fetch(job.result.url, { headers: authHeaders(), cache: "no-store" });
     if (!response.ok) throw new Error(await errorMessage(response));
     const blob = await response.blob();
+    // The page has the clip now: the server's copy goes (it would be deleted an hour later anyway).
+    fetch(job.status_url, { method: "DELETE", headers: authHeaders() }).catch(() => {});
     for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
     const url = objectUrl(blob);
     videoPlayer.src = url;
