@@ -13,17 +13,20 @@ from decrappify.inference.zoo import DEFAULT_MODEL, MODELS_DIR, list_models, res
 from decrappify.io.images import Picture, read_image, write_image
 
 SHIPPED = {"restore-x4": ("restore-x4", 4), "restore-x1": ("restore-x1", 1), "sr-x4": ("sr-x4", 4),
-           "colorize": ("colorize", 1)}  # fmt: skip
+           "colorize": ("colorize", 1), "restore-x4-gan": ("restore-x4", 4)}  # fmt: skip
+# Every model ships inside the package. The compact models are 2-3 MB; colorize's U-Net on a pretrained
+# EfficientNet-Lite0 encoder (issue 18) is 19 MB as fp16, hence the limit (tools/ship_model.py MAX_BYTES).
+MAX_MODEL_BYTES = 25_000_000
 CARDS = Path(__file__).resolve().parents[2] / "docs" / "models"
 
 
-def test_registry_lists_every_shipped_model_under_10_mb() -> None:
+def test_registry_lists_every_shipped_model_under_the_size_limit() -> None:
     entries = {entry.name: entry for entry in list_models()}
     assert set(SHIPPED) <= set(entries), f"missing from {MODELS_DIR}: {set(SHIPPED) - set(entries)}"
     for name, (task, scale) in SHIPPED.items():
         entry = entries[name]
         assert (entry.task, entry.scale) == (task, scale)
-        assert entry.size_bytes <= 10_000_000
+        assert entry.size_bytes <= MAX_MODEL_BYTES
         assert entry.metrics, f"{name}: no metrics in the registry"
         assert (CARDS / f"{name}.md").is_file(), f"{name}: no model card"
     registry = json.loads((MODELS_DIR / "registry.json").read_text(encoding="utf-8"))
