@@ -265,8 +265,9 @@ def render_card(card: dict) -> str:
             "this card)."
         ),
         (
-            f"- Data: the folders {', '.join(info.get('data', []))} (of ../shared/data: bsds500/train and test hold 400 "
-            "photos, imagenet-sample 704), less the validation photos the run held out of them. Never trained on "
+            f"- Data: the folders {', '.join(info.get('data', []))} (of ../shared/data: "
+            "bsds500/train and test hold 400 photos, imagenet-sample 704), less the validation photos the run held "
+            "out of them. Never trained on "
             "bsds500/val (BSD100), Set5 or Set14."
         ),
         f"- Wall-clock training time: {hours} h {rest // 60} min ({info.get('step')} steps)"
