@@ -117,8 +117,8 @@ def test_strength_errors_say_what_to_do(tmp_path):
         restorer_with_strength(lone, 0.5, device="cpu")
     with pytest.raises(ConfigError, match="from 0"):
         check_strength(1.5)
-    missing = _save(tmp_path / "m.safetensors", strength_pair="restore-x4-gan")
-    with pytest.raises(ConfigError, match="restore-x4-gan"):
+    missing = _save(tmp_path / "m.safetensors", strength_pair="no-such-gan")
+    with pytest.raises(ConfigError, match="no-such-gan"):
         find_pair(missing)
     x4 = save_tiny_model(tmp_path / "x4.safetensors", {**OTHER_ARCH, "scale": 4}, scale=4)
     with pytest.raises(ConfigError, match="scales differ"):
