@@ -34,25 +34,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwri
     is left untouched. Any `OSError` becomes an `OutputError` naming `path`; other exceptions pass through. The
     temporary never outlives a failure.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(path, f"cannot create its folder: {_reason(exc)}") from exc
-    temp, fd = _open_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as file:
+
+    def fill(temp: Path) -> None:
+        with open(temp, "wb") as file:
             write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        _publish(temp, path, overwrite)
-    except OSError as exc:
-        _remove_quietly(temp)
-        raise OutputError(path, f"cannot write: {_reason(exc)}") from exc
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    return path
+
+    return atomic_write_path(path, fill, overwrite=overwrite)
 
 
 def atomic_write_path(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
