@@ -28,6 +28,7 @@ from decrappify.inference.export import (
 )
 from decrappify.inference.precision import autocast, check_precision, resolve_precision
 from decrappify.io.model_metadata import is_onnx_file
+from decrappify.nn.fold_bn import fold_batch_norms
 from decrappify.nn.models import DEFAULT_SIZE_MULTIPLE, size_multiple_of
 from decrappify.weights import load_model
 
@@ -64,7 +65,7 @@ class TorchRunner:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        self.model = self.model.to(self.device).eval()
+        self.model = fold_batch_norms(self.model.to(self.device).eval())  # a folded copy when it has any
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 

@@ -73,7 +73,7 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if self.stride[0] == 1:  # odd kernels at stride 1: symmetric, the same for every size
             pad = self.kernel_size[0] // 2
-            return F.conv2d(x, self.weight, None, 1, pad, 1, self.groups)
+            return F.conv2d(x, self.weight, self.bias, 1, pad, 1, self.groups)
         top, bottom = self._pads(x.shape[-2])
         left, right = self._pads(x.shape[-1])
         return super().forward(F.pad(x, (left, right, top, bottom)))
@@ -94,6 +94,11 @@ class MBConv(nn.Module):
         self._project_conv = SameConv2d(hidden, out_channels, 1)
         self._bn2 = _bn(out_channels)
         self.residual = stride == 1 and in_channels == out_channels
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """Each convolution and the batch norm right after it (`nn.fold_bn`)."""
+        pairs = [("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")]
+        return [("_expand_conv", "_bn0"), *pairs] if hasattr(self, "_expand_conv") else pairs
 
     def forward(self, x: Tensor) -> Tensor:
         y = x
@@ -137,6 +142,11 @@ class EfficientNetLite(nn.Module):
             self._bn1 = _bn(HEAD_CHANNELS)
             self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
         self._init_weights()
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """The stem's and the classifier head's convolution and batch norm (`nn.fold_bn`; blocks list theirs)."""
+        stem = [("_conv_stem", "_bn0")]
+        return [*stem, ("_conv_head", "_bn1")] if self.num_classes is not None else stem
 
     def _init_weights(self) -> None:
         for m in self.modules():

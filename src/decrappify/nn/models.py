@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from decrappify.nn.ab_unet import AbUnet
 from decrappify.nn.registry import build_from_registry, registry_options
 from decrappify.nn.rrdb import RRDBNet
+from decrappify.nn.encoder_segmentation import EncoderMaskUnet
 from decrappify.nn.segmentation import MaskUnet
 from decrappify.nn.unet import CompactUnet, UnetGenerator
 
@@ -23,6 +24,7 @@ ARCHS: dict[str, type[nn.Module]] = {
     "compact": CompactUnet,
     "rrdb": RRDBNet,  # ESRGAN / Real-ESRGAN x4plus (inference/realesrgan.py converts its published weights)
     "mask-unet": MaskUnet,  # the text-mask model: one logit per input pixel, not a picture
+    "encoder-mask-unet": EncoderMaskUnet,  # the same on the pretrained EfficientNet-Lite0 encoder
     "ab-unet": AbUnet,  # colourisation as classification over a*b* bins: logits in training, RGB in eval
 }
 

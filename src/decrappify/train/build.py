@@ -34,8 +34,7 @@ from decrappify.data.pairs import (
 from decrappify.errors import ConfigError
 from decrappify.inference.zoo import shipped_names
 from decrappify.nn import ab_bins
-from decrappify.nn.models import create_model
-from decrappify.nn.segmentation import MaskUnet
+from decrappify.nn.models import create_model, training_output
 from decrappify.tasks import is_segmentation_task
 from decrappify.train import losses
 from decrappify.train.config import Config
@@ -124,8 +123,11 @@ def build_model(config: Config, scale: int) -> torch.nn.Module:
     """`create_model(config.model)`, seeded, checked against the preset's scale, with `init` weights loaded."""
     torch.manual_seed(config.seed)
     model = create_model(config.model)
-    if is_segmentation_task(config.data.task) and not isinstance(model, MaskUnet):
-        raise ConfigError(f"model.arch: a {config.data.task} run needs arch 'mask-unet', not {config.model['arch']!r}")
+    if is_segmentation_task(config.data.task) and training_output(model) != "mask_logits":
+        raise ConfigError(
+            f"model.arch: a {config.data.task} run needs a mask arch ('mask-unet', 'encoder-mask-unet'), "
+            f"not {config.model['arch']!r}"
+        )
     if getattr(model, "scale", scale) != scale:
         raise ConfigError(
             f"model.scale={model.scale} but preset {config.data.preset!r} degrades by x{scale}; make them agree"
