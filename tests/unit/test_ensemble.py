@@ -28,7 +28,7 @@ def test_views_are_distinct_and_start_with_the_identity() -> None:
     for name, count in ENSEMBLES.items():
         views = views_for(name)
         assert len(views) == len(set(views)) == count and views[0] == (0, False)
-    with pytest.raises(ConfigError, match="unknown ensemble 'x8'; choose one of: none, flip, dihedral"):
+    with pytest.raises(ConfigError, match="unknown ensemble 'x8'; choose one of: none, flip, flip4, dihedral"):
         views_for("x8")
 
 
@@ -45,6 +45,22 @@ def test_the_views_are_averaged() -> None:
     expected = (_with_ramp(x) + mirrored) / 2
     assert torch.allclose(self_ensemble(_with_ramp, "flip")(x), expected, atol=1e-6)
     assert self_ensemble(_with_ramp, "none") is _with_ramp
+
+
+def _with_row_pattern(x: torch.Tensor) -> torch.Tensor:
+    """x4 nearest upsampling plus rows darker at phases 0-1 of every 4 than at 2-3 (restore-x4-gan's pattern)."""
+    up = x.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+    return up + torch.tensor([-0.5, -0.2, 0.3, 0.4]).repeat(x.shape[-2]).view(-1, 1)
+
+
+def test_flip4_cancels_a_row_pattern_that_flip_keeps() -> None:
+    x = torch.rand(1, 3, 5, 6)
+    clean = x.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+    left = self_ensemble(_with_row_pattern, "flip")(x) - clean
+    assert torch.allclose(left[0, 0, :4, 0], torch.tensor([-0.5, -0.2, 0.3, 0.4]), atol=1e-6)
+    # up-down views see the pattern turned over ([0.4, 0.3, -0.2, -0.5]): the average keeps only its even part
+    left = self_ensemble(_with_row_pattern, "flip4")(x) - clean
+    assert torch.allclose(left[0, 0, :4, 0], torch.tensor([-0.05, 0.05, 0.05, -0.05]), atol=1e-6)
 
 
 def test_restorer_averages_each_tile_over_the_views(model_file: Path) -> None:

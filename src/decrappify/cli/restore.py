@@ -28,7 +28,7 @@ from decrappify.inference.outscale import check_output, restore_picture_at
 from decrappify.inference.restorer import DEFAULT_TILE, Restorer
 from decrappify.inference.runners import BACKENDS, DEVICES
 from decrappify.inference.strength import restorer_with_strength
-from decrappify.inference.zoo import DEFAULT_MODEL
+from decrappify.inference.zoo import DEFAULT_MODEL, FIDELITY_MODEL
 from decrappify.io.images import WRITE_FORMATS, Picture, read_image, read_image_size, write_image
 from decrappify.io.jobs import BatchItem, collect_inputs, mark_shared_outputs, output_path, run_batch
 from decrappify.io.video import is_video_path
@@ -76,9 +76,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=None,
         metavar="NAME|PATH",
-        help=f"shipped model name, model file, or realesrgan-x4plus (the peer; decrappify[bench]) ({DEFAULT_MODEL})",
+        help=f"shipped model name, model file, or realesrgan-x4plus (the peer; decrappify[bench]) (default "
+        f"{DEFAULT_MODEL}; with --strength, {FIDELITY_MODEL}, whose pair it is; {FIDELITY_MODEL} is its L1 twin: "
+        "more faithful, less texture)",
     )
     parser.add_argument(
         "--tile",
@@ -219,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         return report.exit_code
     apply_threads(args.threads)
     restorer: Restorer = restorer_with_strength(
-        args.model,
+        args.model or (FIDELITY_MODEL if args.strength is not None else DEFAULT_MODEL),
         args.strength,
         blend_with=args.blend_with,
         device=args.device,

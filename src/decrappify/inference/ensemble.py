@@ -8,7 +8,11 @@ view, so it is never switched on behind a model's back: a model runs plain unles
 Which views are safe depends on how the model was trained. A model that saw only left-right mirrors (the
 watermark-removing models: their text is always drawn left to right) has never seen turned or upside-down text,
 so for them `"flip"` (two views) is the honest choice; `"dihedral"` (eight) is for models trained with turns
-(`data.augment = "dihedral"`, as `sr-x4`).
+(`data.augment = "dihedral"`, as `sr-x4`). `"flip4"` (four views: as is, mirrored left-right, up-down, and both)
+is for an x4 generator whose output carries a fixed pattern along the 4-pixel grid of its upsampling that a
+left-right mirror cannot cancel: restore-x4-gan's rows at phases 0-1 of every 4 came out darker than at 2-3
+(docs/nogan.md), and the up-down views turn that pattern over, so the average loses most of it. Its text views are
+upside down half the time; `evaluate`'s text-box score shows what that costs.
 
 A model file may name the ensemble it is meant to run as (`info["ensemble"]`, set when it is shipped): that is
 then its default everywhere (`restore`, `evaluate`, `benchmark`, `serve`, the demo), so the speed and the quality
@@ -28,7 +32,7 @@ from decrappify.errors import ConfigError
 __all__ = ["ENSEMBLES", "View", "check_ensemble", "model_ensemble", "self_ensemble", "view_groups", "views_for"]
 
 #: Ensemble name -> number of views (model calls per tile).
-ENSEMBLES = {"none": 1, "flip": 2, "dihedral": 8}
+ENSEMBLES = {"none": 1, "flip": 2, "flip4": 4, "dihedral": 8}
 
 View = tuple[int, bool]
 """(quarter turns, mirror first): mirror left-right if set, then turn by 90 degrees `turns` times."""
@@ -58,6 +62,8 @@ def views_for(name: str) -> list[View]:
         return [(0, False)]
     if name == "flip":
         return [(0, False), (0, True)]
+    if name == "flip4":  # the mirrors left-right, up-down (mirror, then half a turn) and both (half a turn)
+        return [(0, False), (0, True), (2, True), (2, False)]
     return [(turns, mirror) for mirror in (False, True) for turns in range(4)]
 
 

@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"  # package data beside the subpackages
 REGISTRY_FILE = "registry.json"
-DEFAULT_MODEL = "restore-x4"
+#: What `restore`, `benchmark` and the service run when no model is named: the perceptual model, since it met every
+#: bar of issue 17 on BSD100 (docs/nogan.md). Its L1 twin is one `--model restore-x4` away.
+DEFAULT_MODEL = "restore-x4-gan"
+#: The faithful end of the default's strength dial: `--strength` without `--model` starts from this L1 model, whose
+#: file names the default as its pair (S = 0 this model, S = 1 the default's look).
+FIDELITY_MODEL = "restore-x4"
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 
 
