@@ -21,7 +21,7 @@ from decrappify.errors import ConfigError
 from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, create_encoder
 from decrappify.nn.segmentation import PRIOR_LOGIT
 from decrappify.nn.state_dict import load_into
-from decrappify.nn.unet import MAX_COMPACT_WIDTH, _check_count, pad_to_multiple
+from decrappify.nn.unet import MAX_COMPACT_WIDTH, _check_count, freeze_pretrained, pad_to_multiple
 
 #: The encoders this network takes (the ones that have ImageNet weights here).
 MASK_ENCODERS: tuple[str, ...] = ("efficientnet-lite0",)
@@ -99,10 +99,7 @@ class EncoderMaskUnet(nn.Module):
         load_into(self.encoder, state_dict, what=what, ignore_prefixes=self.encoder.classifier_prefixes)
 
     def freeze_encoder(self, train_bn: bool = True) -> None:
-        for module in self.encoder.modules():
-            trainable = train_bn and isinstance(module, nn.BatchNorm2d)
-            for p in module.parameters(recurse=False):
-                p.requires_grad_(trainable)
+        freeze_pretrained(self.encoder, train_bn)
 
     def forward(self, lq: Tensor) -> Tensor:
         h, w = lq.shape[-2:]

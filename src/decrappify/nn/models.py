@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from decrappify.nn.ab_unet import AbUnet
+from decrappify.nn.encoder_segmentation import EncoderMaskUnet
 from decrappify.nn.registry import build_from_registry, registry_options
 from decrappify.nn.rrdb import RRDBNet
-from decrappify.nn.encoder_segmentation import EncoderMaskUnet
 from decrappify.nn.segmentation import MaskUnet
 from decrappify.nn.unet import CompactUnet, UnetGenerator
 

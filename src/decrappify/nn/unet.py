@@ -159,6 +159,15 @@ class UnetBlock(nn.Module):
         return self.attention(x) if self.attention is not None else x
 
 
+def freeze_pretrained(encoder: nn.Module, train_bn: bool = True) -> None:
+    """Stop training a pretrained encoder's weights; its batch norms keep learning when ``train_bn`` (fastai's
+    choice: their statistics must follow the new task's inputs)."""
+    for module in encoder.modules():
+        trainable = train_bn and isinstance(module, nn.BatchNorm2d)
+        for p in module.parameters(recurse=False):
+            p.requires_grad_(trainable)
+
+
 class EncoderUnet(Generator):
     """What the U-Nets on a pretrained encoder share, after fastai's DynamicUnet (lesson 7): the encoder, the
     middle, and decoder blocks that each upsample by 2 (ICNR pixel shuffle, optional blur) and take the skip feature
@@ -233,10 +242,7 @@ class EncoderUnet(Generator):
         load_into(self.encoder, state_dict, what=what, ignore_prefixes=self.encoder.classifier_prefixes)
 
     def freeze_encoder(self, train_bn: bool = True) -> None:
-        for module in self.encoder.modules():
-            trainable = train_bn and isinstance(module, nn.BatchNorm2d)
-            for p in module.parameters(recurse=False):
-                p.requires_grad_(trainable)
+        freeze_pretrained(self.encoder, train_bn)
 
     def _decode(self, x: Tensor) -> Tensor:
         """Decoder features at ``decode_stride`` for ``x`` (sides multiples of :attr:`stride`)."""
