@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from decrappify.cli import main
-from decrappify.inference.zoo import DEFAULT_MODEL, MODELS_DIR, list_models, resolve_model
+from decrappify.inference.zoo import DEFAULT_MODEL, FIDELITY_MODEL, MODELS_DIR, list_models, resolve_model
 from decrappify.io.images import Picture, read_image, write_image
 
 SHIPPED = {"restore-x4": ("restore-x4", 4), "restore-x1": ("restore-x1", 1), "sr-x4": ("sr-x4", 4),
@@ -51,3 +51,17 @@ def test_restore_by_name_works_out_of_the_box(name: str, tmp_path: Path) -> None
     scale = SHIPPED[name][1]
     assert read_image(tmp_path / "out" / "photo.jpg").size == (52 * scale, 40 * scale)
     assert resolve_model(name).parent == MODELS_DIR
+
+
+def test_the_default_is_the_perceptual_model_and_strength_starts_from_its_l1_twin(tmp_path: Path, capsys) -> None:
+    """`restore` without `--model` runs restore-x4-gan (issue 17: every bar met); with `--strength` it starts from
+    restore-x4, whose file names restore-x4-gan as its pair, so S = 1 is the default's look."""
+    assert DEFAULT_MODEL == "restore-x4-gan" and FIDELITY_MODEL == "restore-x4"
+    rng = np.random.default_rng(1)
+    photo = write_image(Picture(rng.random((24, 32, 3), dtype=np.float32)), tmp_path / "photo.png")
+    assert main(["restore", str(photo), "-o", str(tmp_path / "a")]) == 0
+    assert "model restore-x4-gan:" in capsys.readouterr().err
+    assert main(["restore", str(photo), "-o", str(tmp_path / "b"), "--strength", "0.5"]) == 0
+    log = capsys.readouterr().err
+    assert "model restore-x4-gan:" not in log and "restore-x4" in log
+    assert read_image(tmp_path / "b" / "photo.png").size == (128, 96)
