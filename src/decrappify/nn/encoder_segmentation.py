@@ -20,8 +20,7 @@ from torch import Tensor, nn
 from decrappify.errors import ConfigError
 from decrappify.nn.backbones import IMAGENET_MEAN, IMAGENET_STD, create_encoder
 from decrappify.nn.segmentation import PRIOR_LOGIT
-from decrappify.nn.state_dict import load_into
-from decrappify.nn.unet import MAX_COMPACT_WIDTH, _check_count, freeze_pretrained, pad_to_multiple
+from decrappify.nn.unet import MAX_COMPACT_WIDTH, PretrainedEncoder, _check_count, pad_to_multiple
 
 #: The encoders this network takes (the ones that have ImageNet weights here).
 MASK_ENCODERS: tuple[str, ...] = ("efficientnet-lite0",)
@@ -39,7 +38,7 @@ class ConvBnRelu(nn.Sequential):
         return [("0", "1")]  # `nn.fold_bn`
 
 
-class EncoderMaskUnet(nn.Module):
+class EncoderMaskUnet(PretrainedEncoder, nn.Module):
     """``lq`` (N, 3, h, w) in [0, 1] -> logits (N, 1, h, w); any h, w (padded to 32 inside, cropped back).
 
     ``widths``: the decoder's channels at strides 16, 8, 4 and 2. ``skips=False``: no cross connections.
@@ -81,25 +80,6 @@ class EncoderMaskUnet(nn.Module):
         with torch.no_grad():
             self.head[0].weight.mul_(0.1)
             self.head[0].bias.fill_(PRIOR_LOGIT)
-
-    # --- what the trainer's pretrained-encoder options use (`train.build`) ---
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.parameters())
-
-    def parameter_groups(self) -> list[dict]:
-        """Encoder and decoder parameters apart, for `optim.encoder_lr_mult`."""
-        encoder_ids = {id(p) for p in self.encoder.parameters()}
-        return [
-            {"name": "encoder", "params": list(self.encoder.parameters())},
-            {"name": "decoder", "params": [p for p in self.parameters() if id(p) not in encoder_ids]},
-        ]
-
-    def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
-        """ImageNet weights in the encoder's layout; the classifier head's keys are ignored."""
-        load_into(self.encoder, state_dict, what=what, ignore_prefixes=self.encoder.classifier_prefixes)
-
-    def freeze_encoder(self, train_bn: bool = True) -> None:
-        freeze_pretrained(self.encoder, train_bn)
 
     def forward(self, lq: Tensor) -> Tensor:
         h, w = lq.shape[-2:]

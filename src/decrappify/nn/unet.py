@@ -89,6 +89,51 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+def encoder_decoder_groups(model: nn.Module, encoder_params: list[nn.Parameter]) -> list[dict]:
+    """``[{"name": "encoder", "params": ...}, {"name": "decoder", "params": ...}]`` (empty groups left out), for
+    discriminative learning rates (`train.build.build_optimizer`): everything not in the encoder is decoder."""
+    encoder_ids = {id(p) for p in encoder_params}
+    groups = [
+        {"name": "encoder", "params": encoder_params},
+        {"name": "decoder", "params": [p for p in model.parameters() if id(p) not in encoder_ids]},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def freeze_pretrained(encoder: nn.Module, train_bn: bool = True) -> None:
+    """Stop training a pretrained encoder's weights; its batch norms keep learning when ``train_bn`` (fastai's
+    choice: their statistics must follow the new task's inputs)."""
+    for module in encoder.modules():
+        trainable = train_bn and isinstance(module, nn.BatchNorm2d)
+        for p in module.parameters(recurse=False):
+            p.requires_grad_(trainable)
+
+
+class PretrainedEncoder:
+    """What a network on a pretrained ``self.encoder`` (`backbones.create_encoder`) offers the trainer: its
+    parameters apart for discriminative learning rates, ImageNet weights loaded, and the frozen stage."""
+
+    encoder: nn.Module
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def parameter_groups(self) -> list[dict]:
+        return encoder_decoder_groups(self, self.encoder_parameters())
+
+    def encoder_state_keys(self) -> list[str]:
+        """The keys :meth:`load_encoder` expects: the encoder's classifier keys without its head (``fc.*``)."""
+        return list(self.encoder.state_dict())
+
+    def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
+        """Load ImageNet weights in the encoder's layout (torchvision's for ResNets); the classifier head's keys
+        (``encoder.classifier_prefixes``) are ignored."""
+        load_into(self.encoder, state_dict, what=what, ignore_prefixes=self.encoder.classifier_prefixes)
+
+    def freeze_encoder(self, train_bn: bool = True) -> None:
+        freeze_pretrained(self.encoder, train_bn)
+
+
 class Generator(nn.Module):
     """What every generator shares: ``scale``, the output range, parameter groups and freezing helpers."""
 
@@ -114,14 +159,7 @@ class Generator(nn.Module):
         return []
 
     def parameter_groups(self) -> list[dict]:
-        """``[{"name": "encoder", "params": ...}, {"name": "decoder", "params": ...}]`` (empty groups left out),
-        for discriminative learning rates."""
-        encoder_ids = {id(p) for p in self.encoder_parameters()}
-        groups = [
-            {"name": "encoder", "params": self.encoder_parameters()},
-            {"name": "decoder", "params": [p for p in self.parameters() if id(p) not in encoder_ids]},
-        ]
-        return [g for g in groups if g["params"]]
+        return encoder_decoder_groups(self, self.encoder_parameters())
 
     def freeze_encoder(self, train_bn: bool = True) -> None:
         """Stop gradients to the encoder (batch-norm parameters stay trainable when ``train_bn``, as fastai)."""
@@ -159,16 +197,7 @@ class UnetBlock(nn.Module):
         return self.attention(x) if self.attention is not None else x
 
 
-def freeze_pretrained(encoder: nn.Module, train_bn: bool = True) -> None:
-    """Stop training a pretrained encoder's weights; its batch norms keep learning when ``train_bn`` (fastai's
-    choice: their statistics must follow the new task's inputs)."""
-    for module in encoder.modules():
-        trainable = train_bn and isinstance(module, nn.BatchNorm2d)
-        for p in module.parameters(recurse=False):
-            p.requires_grad_(trainable)
-
-
-class EncoderUnet(Generator):
+class EncoderUnet(PretrainedEncoder, Generator):
     """What the U-Nets on a pretrained encoder share, after fastai's DynamicUnet (lesson 7): the encoder, the
     middle, and decoder blocks that each upsample by 2 (ICNR pixel shuffle, optional blur) and take the skip feature
     of the encoder stage at that stride, up to ``decode_stride``; optional self-attention in the block that ends at
@@ -228,21 +257,6 @@ class EncoderUnet(Generator):
             self.blocks.append(block)
             up = block.out_channels
         self.decoder_channels = up  # at `decode_stride`
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.parameters())
-
-    def encoder_state_keys(self) -> list[str]:
-        """The keys :meth:`load_encoder` expects: the encoder's classifier keys without its head (``fc.*``)."""
-        return list(self.encoder.state_dict())
-
-    def load_encoder(self, state_dict: dict[str, Tensor], what: str = "encoder weights") -> None:
-        """Load ImageNet weights in the encoder's layout (torchvision's for ResNets); the classifier head's keys
-        (``encoder.classifier_prefixes``) are ignored."""
-        load_into(self.encoder, state_dict, what=what, ignore_prefixes=self.encoder.classifier_prefixes)
-
-    def freeze_encoder(self, train_bn: bool = True) -> None:
-        freeze_pretrained(self.encoder, train_bn)
 
     def _decode(self, x: Tensor) -> Tensor:
         """Decoder features at ``decode_stride`` for ``x`` (sides multiples of :attr:`stride`)."""
