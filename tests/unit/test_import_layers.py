@@ -1,6 +1,6 @@
 """The package's imports go one way: down the layers, never in a circle (lazy imports inside functions count).
 
-Layers, bottom up: errors/tasks, io, data, nn, weights, inference, evaluation, train, serve, cli. A module may
+Layers, bottom up: errors/tasks/allocator, io, data, nn, weights, inference, evaluation, train, serve, cli. A module may
 import from its own layer or any layer below. `if TYPE_CHECKING:` blocks are skipped: they never run.
 """
 
@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "": 0,  # the package itself (__version__)
     "errors": 0,
     "tasks": 0,
+    "allocator": 0,  # process-wide malloc settings, used by the inference runners and training
     "io": 1,
     "data": 2,
     "nn": 3,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from decrappify.allocator import keep_freed_memory
 from decrappify.errors import ConfigError, WeightsError
 from decrappify.inference.export import (
     METADATA_CONFIG,
@@ -65,6 +66,7 @@ class TorchRunner:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        keep_freed_memory()  # without it each call page-faults its activations back in (`decrappify.allocator`)
         self.model = fold_batch_norms(self.model.to(self.device).eval())  # a folded copy when it has any
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

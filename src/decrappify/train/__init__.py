@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from decrappify.allocator import keep_freed_memory
 from decrappify.errors import OutputError
 from decrappify.train import distributed
 from decrappify.train.checkpoint import TrainState, find_checkpoint, load_checkpoint
@@ -38,9 +39,11 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def _torch_threads(config: Config, ctx: distributed.DistContext) -> Iterator[None]:
-    """`train.threads` (default: the cores shared out among this machine's processes) while training; restored
-    afterwards, since the setting is global to the process."""
+def _cpu_settings(config: Config, ctx: distributed.DistContext) -> Iterator[None]:
+    """`train.threads` (default: the cores shared out among this machine's processes) while training, restored
+    afterwards since the setting is global to the process; and malloc tuned to keep freed activations
+    (`decrappify.allocator`: every step allocates and frees them)."""
+    keep_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(config.train.threads or distributed.default_threads(ctx))
     try:
@@ -80,7 +83,7 @@ def train(
     """
     ctx = distributed.setup(config.train.device)
     try:
-        with _torch_threads(config, ctx):
+        with _cpu_settings(config, ctx):
             if config.gan.enabled:
                 run = NoGAN(config, run_dir or default_run_dir(config), ctx=ctx, resume=resume,
                             progress=progress and ctx.is_main, callbacks=callbacks, command=command)  # fmt: skip
@@ -115,7 +118,7 @@ def find_lr(
     """The LR range test on the config's first stage; writes `RUN/lr_find.csv` and `RUN/lr_find.png`."""
     ctx = distributed.setup(config.train.device)
     try:
-        with _torch_threads(config, ctx):
+        with _cpu_settings(config, ctx):
             trainer = Trainer(config, run_dir or default_run_dir(config), ctx=ctx, progress=False)
             return trainer.find_lr(start_lr, end_lr, num_steps, progress=progress)
     finally:
