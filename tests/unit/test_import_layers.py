@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "": 0,  # the package itself (__version__)
     "errors": 0,
     "tasks": 0,
+    "openmp_wait": 0,  # set by the CLI before torch loads
     "allocator": 0,  # process-wide malloc settings, used by the inference runners and training
     "io": 1,
     "data": 2,

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from decrappify import __version__
 from decrappify.cli.commands import COMMAND_HELP
 from decrappify.errors import ConfigError, DecrappifyError
+from decrappify.openmp_wait import choose_wait_policy
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -116,10 +117,10 @@ def _third_party_output(debug: bool) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script passes it to `sys.exit`)."""
-    # OpenMP threads that spin while they wait slow torch down many times over whenever another process holds
-    # a core of a small machine. The setting must be made before torch loads its OpenMP runtime, which happens
-    # below when the subcommand is imported; a value the user set wins. A library caller chooses for itself.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # How torch's threads wait between operations: spinning briefly on an idle machine, sleeping when other
+    # processes run (`decrappify.openmp_wait`). It must be set before torch loads its OpenMP runtime, which
+    # happens below when the subcommand is imported; a value the user set wins.
+    wait_policy = choose_wait_policy()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(requested_command(argv))
     try:
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse exits 2 on usage errors and 0 on --help/--version
         return int(exit_.code or 0)
     _configure_logging(args.debug, args.quiet)
+    log.debug("OpenMP waiting: %s", wait_policy or "as set in the environment")
     try:
         with _third_party_output(args.debug):
             return int(args.handler(args))

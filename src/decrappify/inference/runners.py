@@ -29,6 +29,7 @@ from decrappify.inference.export import (
 )
 from decrappify.inference.precision import autocast, check_precision, resolve_precision
 from decrappify.io.model_metadata import is_onnx_file
+from decrappify.nn.conv_fusion import fuse_conv_activations
 from decrappify.nn.fold_bn import fold_batch_norms
 from decrappify.nn.models import DEFAULT_SIZE_MULTIPLE, size_multiple_of
 from decrappify.weights import load_model
@@ -68,6 +69,8 @@ class TorchRunner:
     def __post_init__(self) -> None:
         keep_freed_memory()  # without it each call page-faults its activations back in (`decrappify.allocator`)
         self.model = fold_batch_norms(self.model.to(self.device).eval())  # a folded copy when it has any
+        if self.device.type == "cpu":
+            self.model = fuse_conv_activations(self.model)  # a copy with convolution + ReLU as one oneDNN call
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 

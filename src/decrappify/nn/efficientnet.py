@@ -70,13 +70,19 @@ class SameConv2d(nn.Conv2d):
         total = (s - size % s) % s + k - s
         return total // 2, total - total // 2
 
-    def forward(self, x: Tensor) -> Tensor:
+    def padded(self, x: Tensor) -> tuple[Tensor, list[int]]:
+        """``x`` padded where the convolution cannot do it, and the symmetric padding left for the convolution
+        (also used by `nn.conv_fusion`)."""
         if self.stride[0] == 1:  # odd kernels at stride 1: symmetric, the same for every size
             pad = self.kernel_size[0] // 2
-            return F.conv2d(x, self.weight, self.bias, 1, pad, 1, self.groups)
+            return x, [pad, pad]
         top, bottom = self._pads(x.shape[-2])
         left, right = self._pads(x.shape[-1])
-        return super().forward(F.pad(x, (left, right, top, bottom)))
+        return F.pad(x, (left, right, top, bottom)), [0, 0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, padding = self.padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, 1, self.groups)
 
 
 class MBConv(nn.Module):
@@ -89,22 +95,29 @@ class MBConv(nn.Module):
         if expansion != 1:
             self._expand_conv = SameConv2d(in_channels, hidden, 1)
             self._bn0 = _bn(hidden)
+            self._relu0 = nn.ReLU6()  # a module, not F.relu6: `nn.conv_fusion` fuses it into the convolution
         self._depthwise_conv = SameConv2d(hidden, hidden, kernel_size, stride, groups=hidden)
         self._bn1 = _bn(hidden)
         self._project_conv = SameConv2d(hidden, out_channels, 1)
         self._bn2 = _bn(out_channels)
         self.residual = stride == 1 and in_channels == out_channels
+        self._relu1 = nn.ReLU6()
 
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         """Each convolution and the batch norm right after it (`nn.fold_bn`)."""
         pairs = [("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")]
         return [("_expand_conv", "_bn0"), *pairs] if hasattr(self, "_expand_conv") else pairs
 
+    def conv_activations(self) -> dict[str, str | None]:
+        """Each convolution and the activation after it (`nn.conv_fusion`); the projection has none."""
+        acts: dict[str, str | None] = {"_depthwise_conv": "_relu1", "_project_conv": None}
+        return {"_expand_conv": "_relu0", **acts} if hasattr(self, "_expand_conv") else acts
+
     def forward(self, x: Tensor) -> Tensor:
         y = x
         if hasattr(self, "_expand_conv"):
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self._relu0(self._bn0(self._expand_conv(y)))
+        y = self._relu1(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
@@ -135,6 +148,7 @@ class EfficientNetLite(nn.Module):
                 strides.append(stride)
         self._blocks = nn.ModuleList(blocks)
         # forward_features takes the last block at each stride (the next one halves the resolution)
+        self._relu_stem = nn.ReLU6()
         self._taps = tuple(i for i in range(len(strides)) if i + 1 == len(strides) or strides[i + 1] > strides[i])
         self.num_classes = num_classes
         if num_classes is not None:
@@ -148,6 +162,10 @@ class EfficientNetLite(nn.Module):
         stem = [("_conv_stem", "_bn0")]
         return [*stem, ("_conv_head", "_bn1")] if self.num_classes is not None else stem
 
+    def conv_activations(self) -> dict[str, str | None]:
+        """The stem's convolution and its ReLU6 (`nn.conv_fusion`)."""
+        return {"_conv_stem": "_relu_stem"}
+
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -158,7 +176,7 @@ class EfficientNetLite(nn.Module):
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """The last feature map at each stride 2, 4, 8, 16, 32 (channels :attr:`feature_channels`)."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = self._relu_stem(self._bn0(self._conv_stem(x)))
         features = []
         for index, block in enumerate(self._blocks):
             x = block(x)

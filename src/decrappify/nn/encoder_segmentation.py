@@ -37,6 +37,9 @@ class ConvBnRelu(nn.Sequential):
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         return [("0", "1")]  # `nn.fold_bn`
 
+    def conv_activations(self) -> dict[str, str | None]:
+        return {"0": "2"}  # `nn.conv_fusion`
+
 
 class EncoderMaskUnet(PretrainedEncoder, nn.Module):
     """``lq`` (N, 3, h, w) in [0, 1] -> logits (N, 1, h, w); any h, w (padded to 32 inside, cropped back).
@@ -85,7 +88,9 @@ class EncoderMaskUnet(PretrainedEncoder, nn.Module):
         h, w = lq.shape[-2:]
         x = pad_to_multiple(lq, self.stride)
         features = self.encoder.forward_features((x - self.mean) / self.std)
-        skips = [features[3], features[2], features[1], torch.cat([features[0], self.unshuffle(x)], dim=1)]
+        # the input in the features' number format (bf16 under autocast): a mixed concatenation would be fp32
+        unshuffled = self.unshuffle(x).to(features[0].dtype)
+        skips = [features[3], features[2], features[1], torch.cat([features[0], unshuffled], dim=1)]
         y = features[-1]
         for step, skip in zip(self.steps, skips, strict=True):
             y = nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
