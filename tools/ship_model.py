@@ -10,8 +10,9 @@ What it does, so every shipped file and every figure on its card comes from one 
 2. `decrappify.evaluation.evaluate` it on the evaluation sets of its task (BSD100 = ../shared/data/bsds500/val, which no
    shipped model trains on; for sr-x4 also Set5 and Set14), with bicubic and, at x4, the OpenCV peers in
    ../shared/models/peers; perceptual distance off (run `decrappify evaluate` for it);
-3. `decrappify.inference.benchmark` its speed (torch: fp32 channels-last and bf16 autocast, 512x512 output,
-   2 threads and 1); the headline speed is that of the precision `--precision auto` picks for it on this machine;
+3. `decrappify benchmark` its speed, run as a user runs it (torch: fp32 channels-last and bf16 autocast,
+   512x512 output, 2 threads and 1); the headline speed is that of the precision `--precision auto` picks for it
+   on this machine;
    with `--ensemble flip` the file names that self-ensemble as its default (`decrappify.inference.ensemble`), so the
    evaluation and the speed are both of the model as users run it; the plain model's scores are listed too;
 4. keep everything measured in `docs/models/<name>.json`, render `docs/models/<name>.md` from it, and write the
@@ -27,7 +28,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,7 +38,6 @@ import torch
 from decrappify.evaluation.evaluate import evaluate
 from decrappify.evaluation.methods import Method, ModelMethod
 from decrappify.evaluation.segmentation import evaluate_text_mask
-from decrappify.inference.benchmark import benchmark
 from decrappify.inference.ensemble import ENSEMBLES, model_ensemble, views_for
 from decrappify.inference.precision import resolve_precision
 from decrappify.inference.zoo import MODELS_DIR, REGISTRY_FILE
@@ -162,17 +164,31 @@ def mask_tables(path: Path) -> list[dict]:
     return tables
 
 
+def speed_command(path: Path, json_file: Path) -> list[str]:
+    """The `decrappify benchmark` command a card's speed comes from (the card prints it, less the paths)."""
+    cli = str(Path(sys.executable).with_name("decrappify"))
+    variants = [f"--variant={variant}" for variant in SPEED_VARIANTS]
+    return [cli, "benchmark", "--model", str(path), "--backend", "torch", *variants, "--threads", "2",
+            "--threads", "1", "--repeats", "5", "--warmup", "2", "--json", str(json_file), "-q"]  # fmt: skip
+
+
 def speed_table(path: Path) -> dict:
     """fp32 channels-last and bf16, 2 threads and 1; the headline is the 2-thread speed of the precision that
-    `--precision auto` runs this model in here."""
-    model, config, info = load_model(path)
-    result = benchmark(model, name=path.stem, config=config, info=info, backends=("torch",),
-                       variants=SPEED_VARIANTS, threads=(2, 1), repeats=5, warmup=2)  # fmt: skip
-    print(result.to_markdown())
+    `--precision auto` runs this model in here. Run as the CLI, in its own process: the speed a user of
+    `decrappify` gets, OpenMP waiting included (`decrappify.openmp_wait`, chosen before torch loads)."""
+    _, info = read_model_metadata(path)
+    with tempfile.TemporaryDirectory() as folder:
+        json_file = Path(folder) / "speed.json"
+        done = subprocess.run(speed_command(path, json_file), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"decrappify benchmark failed:\n{done.stderr}")
+        rows = json.loads(json_file.read_text(encoding="utf-8"))["rows"]
+    markdown = done.stdout
+    print(markdown)
     precision = resolve_precision("auto", "cpu", info)
     variant = "bf16" if precision == "bf16" else "channels_last"
-    best = max(row.mp_per_s for row in result.rows if row.variant == variant)
-    return {"markdown": result.to_markdown(), "best_mp_per_s": round(best, 2), "precision": precision,
+    best = max(row["megapixels_per_second"] for row in rows if row["variant"] == variant)
+    return {"markdown": markdown, "best_mp_per_s": round(best, 2), "precision": precision,
             "hardware": this_machine()}  # fmt: skip
 
 

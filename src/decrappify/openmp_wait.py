@@ -1,18 +1,22 @@
 """How torch's OpenMP threads wait between operations, chosen from how busy the machine is when the CLI starts.
 
 Why it matters: between two operations of a network (a convolution, a ReLU) torch's worker threads wait for the
-next parallel region. Spinning catches it at once; sleeping costs a wake-up (tens of microseconds) per operation
-and thread. A small network runs hundreds of operations per call, so on an idle machine the text-mask model took
-44 % longer sleeping (36 ms per 512 x 512 bf16 call against 25 ms). When another process holds a core,
-spinning threads steal it from the thread they wait for: two 2-thread processes side by side on 2 cores took
-48-200 ms per call each with libgomp's default spin, 39 ms each sleeping. Measured on the project's 2-core CPU;
-docs/benchmarks/text-mask.md has the table and the commands.
+next parallel region. Spinning catches it at once; sleeping costs a wake-up per operation and thread, and a small
+network runs hundreds of operations per call. When another process holds a core, spinning threads steal it from
+the thread they wait for. `python benchmarks/openmp_wait.py` (text-mask, 512 x 512 bf16, 2 threads, ms per call on
+the project's 2-core CPU; two runs, docs/benchmarks/text-mask.md):
 
-So: when other processes are running as the CLI starts, threads sleep (``OMP_WAIT_POLICY=PASSIVE``); on an idle
-machine they spin briefly (``GOMP_SPINCOUNT=1000``, a few microseconds, which was as fast as spinning for ever
-when idle and 15-20 % slower than sleeping when a busy neighbour appeared later). A choice the user made in the
-environment wins. libgomp reads these variables when it loads, so they must be set before torch is imported;
-a program that embeds the library chooses for itself.
+| setting | idle | busy neighbour | two side by side |
+| --- | ---: | ---: | ---: |
+| sleep (``OMP_WAIT_POLICY=PASSIVE``) | 28-31 | 35 | 38-39 |
+| spin 1000 (``GOMP_SPINCOUNT=1000``) | 24 | 42 | 42-45 |
+| spin 10000 | 21 | 99-107 | 109-115 |
+| libgomp's default (300000) | 21 | 41-46 | 54-78 |
+
+So: when other processes are running as the CLI starts, threads sleep; on an idle machine they spin briefly
+(1000 spins: most of the idle gain, and the least loss of the spinning settings when a neighbour starts later).
+A choice the user made in the environment wins. libgomp reads these variables when it loads, so they must be set
+before torch is imported; a program that embeds the library chooses for itself.
 """
 
 from __future__ import annotations

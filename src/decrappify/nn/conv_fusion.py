@@ -4,9 +4,10 @@ Why: after batch norms are folded (`nn.fold_bn`), a mobile block is convolution,
 convolution. Eagerly, every ReLU6 is a separate pass over a large activation (in bf16 on channels-last memory,
 147 us a call on the text-mask model, 14 % of its time) and under bf16 autocast every convolution first copies
 its fp32 weights to bf16, on every call. oneDNN applies the activation as it writes the convolution's output
-(PyTorch's own compiler, inductor, calls the same ``mkldnn._convolution_pointwise`` operator), and the weights
-are cast once per number format and kept. A depthwise 3x3 + ReLU6 on 96 x 256 x 256 bf16 took 0.9 ms fused
-against 2.1 ms eagerly. docs/benchmarks/text-mask.md has the whole model's figures.
+(PyTorch's own compiler, inductor, calls the same ``mkldnn._convolution_pointwise`` operator), and the weights are
+cast once per number format and packed once into oneDNN's blocked layout. A depthwise 3x3 + ReLU6 on
+96 x 256 x 256 bf16 took 0.9 ms fused against 2.1 ms eagerly; a 1x1 convolution on 192 x 16 x 16 took 0.15 ms with
+packed weights, 0.20 ms reordering them on every call. docs/benchmarks/text-mask.md has the whole model's figures.
 
 Modules opt in, as for batch-norm folding: ``conv_activations()`` names each convolution and the activation module
 right after it (with only a folded batch norm, now the identity, between them). A convolution may instead carry
@@ -34,7 +35,7 @@ class FusedConv2d(nn.Module):
     """``activation(conv(x))`` as one oneDNN call, in the input's number format (bf16 under CPU autocast).
 
     ``attr`` is the operator's activation name ("none" for a convolution alone). Weights are cast to a number
-    format on first use and kept, so the model must not be trained or changed afterwards.
+    format and packed on first use and kept, so the model must not be trained or changed afterwards.
     """
 
     def __init__(self, conv: nn.Conv2d, attr: str = "none", scalars: list[float] | None = None):
@@ -45,12 +46,18 @@ class FusedConv2d(nn.Module):
         self.attr, self.scalars = attr, list(scalars or [])
         self._weights: dict[torch.dtype, tuple[Tensor, Tensor | None]] = {}
 
-    def _weights_in(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        if dtype not in self._weights:
-            bias = self.conv.bias
-            self._weights[dtype] = (self.conv.weight.detach().to(dtype),
-                                    None if bias is None else bias.detach().to(dtype))  # fmt: skip
-        return self._weights[dtype]
+    def _weights_for(self, x: Tensor, padding: list[int]) -> tuple[Tensor, Tensor | None]:
+        """The weights in ``x``'s number format, packed in oneDNN's blocked layout (a convolution then does not
+        reorder them on every call; the first input's shape is the hint, and any other shape still works)."""
+        if x.dtype not in self._weights:
+            conv, bias = self.conv, self.conv.bias
+            weight = conv.weight.detach().to(x.dtype)
+            if hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"):
+                weight = torch.ops.mkldnn._reorder_convolution_weight(
+                    weight, padding, list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)
+                )
+            self._weights[x.dtype] = (weight, None if bias is None else bias.detach().to(x.dtype))
+        return self._weights[x.dtype]
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != "cpu":
@@ -59,7 +66,7 @@ class FusedConv2d(nn.Module):
             x = x.to(torch.get_autocast_dtype("cpu"))
         padded = getattr(self.conv, "padded", None)
         x, padding = padded(x) if padded is not None else (x, list(self.conv.padding))
-        weight, bias = self._weights_in(x.dtype)
+        weight, bias = self._weights_for(x, padding)
         conv = self.conv
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight, bias, padding, list(conv.stride), list(conv.dilation), conv.groups,
