@@ -13,8 +13,9 @@ the project's 2-core CPU; two runs, docs/benchmarks/text-mask.md):
 | spin 10000 | 21 | 99-107 | 109-115 |
 | libgomp's default (300000) | 21 | 41-46 | 54-78 |
 
-So: when other processes are running as the CLI starts, threads sleep; on an idle machine they spin briefly
-(1000 spins: most of the idle gain, and the least loss of the spinning settings when a neighbour starts later).
+So: when other processes are running as the CLI starts, and always in `decrappify serve`, threads sleep; on an
+idle machine they spin briefly (1000 spins: most of the idle gain, and the least loss of the spinning settings
+when a neighbour starts later).
 A choice the user made in the environment wins. libgomp reads these variables when it loads, so they must be set
 before torch is imported; a program that embeds the library chooses for itself.
 """
@@ -33,11 +34,14 @@ BUSY_SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE"}
 LOADAVG = "/proc/loadavg"
 
 
-def wait_settings(environ: Mapping[str, str], other_running: float | None) -> dict[str, str]:
-    """The variables to add: none if the user chose, the sleeping ones when others run (or nobody can tell)."""
+def wait_settings(environ: Mapping[str, str], other_running: float | None, *, service: bool = False) -> dict[str, str]:
+    """The variables to add: none if the user chose, the sleeping ones when others run (or nobody can tell) and
+    for a ``service``, which runs for days beside whatever comes later, with several restorations at once when
+    it has more than one worker."""
     if any(name in environ for name in USER_SETTINGS):
         return {}
-    return dict(IDLE_SETTINGS if other_running is not None and other_running < 1 else BUSY_SETTINGS)
+    idle = not service and other_running is not None and other_running < 1
+    return dict(IDLE_SETTINGS if idle else BUSY_SETTINGS)
 
 
 def other_running_processes(samples: int = 5, interval_s: float = 0.005) -> float | None:
@@ -57,10 +61,10 @@ def other_running_processes(samples: int = 5, interval_s: float = 0.005) -> floa
     return statistics.median(counts)
 
 
-def choose_wait_policy(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+def choose_wait_policy(environ: MutableMapping[str, str] = os.environ, *, service: bool = False) -> dict[str, str]:
     """Set the waiting variables in ``environ`` (before torch loads); returns what was set."""
     if any(name in environ for name in USER_SETTINGS):
         return {}
-    settings = wait_settings(environ, other_running_processes())
+    settings = wait_settings(environ, None if service else other_running_processes(), service=service)
     environ.update(settings)
     return settings

@@ -14,6 +14,12 @@ def test_a_busy_machine_or_an_unknown_one_sleeps():
     assert openmp_wait.wait_settings({}, other_running=None) == {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def test_the_service_always_sleeps():
+    assert openmp_wait.wait_settings({}, other_running=0, service=True) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    environ: dict[str, str] = {}
+    assert openmp_wait.choose_wait_policy(environ, service=True) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def test_the_users_choice_wins():
     environ = {"OMP_WAIT_POLICY": "ACTIVE"}
     assert openmp_wait.choose_wait_policy(environ) == {}

@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # How torch's threads wait between operations: spinning briefly on an idle machine, sleeping when other
     # processes run (`decrappify.openmp_wait`). It must be set before torch loads its OpenMP runtime, which
     # happens below when the subcommand is imported; a value the user set wins.
-    wait_policy = choose_wait_policy()
     argv = sys.argv[1:] if argv is None else list(argv)
+    wait_policy = choose_wait_policy(service=requested_command(argv) == "serve")
     parser = build_parser(requested_command(argv))
     try:
         args = parser.parse_args(argv)
