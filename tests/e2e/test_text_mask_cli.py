@@ -99,6 +99,19 @@ def test_detect_writes_the_mask_and_a_preview_and_never_replaces_them(watermarke
     assert main(["-q", "detect", str(picture), "-o", str(out), "--model", str(models["x1"])]) == 2
 
 
+def test_detect_on_a_big_photo_gives_a_mask_of_its_size_at_any_working_side(models, tmp_path, capsys) -> None:
+    big = tmp_path / "big.png"
+    photo(3, 704, 448).save(big)
+    for side in ("512", "0"):
+        out = tmp_path / f"side-{side}"
+        assert main(["-q", "detect", str(big), "-o", str(out), "--model", str(models["all"]), "--mask-side", side]) == 0
+        with Image.open(out / "big_mask.png") as written:
+            assert written.size == (704, 448) and np.asarray(written).min() == 255
+    assert main(["-q", "detect", str(big), "-o", str(tmp_path / "x"), "--model", str(models["all"]),
+                 "--mask-side", "8"]) == 2  # fmt: skip
+    assert "working side must be 0" in capsys.readouterr().err
+
+
 def test_restore_only_masked_keeps_every_pixel_outside_the_grown_mask(watermarked, models, tmp_path) -> None:
     picture, mask_file = watermarked
     out = tmp_path / "out"

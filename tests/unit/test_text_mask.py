@@ -229,3 +229,19 @@ def test_mask_and_restoration_models_refuse_each_others_jobs(models, model_file)
         restore_only_masked(x2, Picture(rgb=np.zeros((8, 8, 3), np.float32)), np.ones((8, 8), bool))
     masker = TextMasker.from_pretrained(models["all"], device="cpu", tile=16)
     assert masker.predict(np.zeros((40, 50, 3), np.float32)).all()  # tiled, every tile's answer kept
+
+
+def test_a_big_picture_is_looked_at_scaled_down_to_the_working_side(models) -> None:
+    masker = TextMasker.from_pretrained(models["all"], device="cpu", tile=0, working_side=64)
+    seen: list[tuple[int, ...]] = []
+    runner = masker._runner
+    masker._runner = lambda lq: seen.append(tuple(lq.shape[-2:])) or runner(lq)  # type: ignore[assignment]
+    masker._runner.size_multiple = runner.size_multiple  # type: ignore[attr-defined]
+    assert masker.working_size(100, 200) == (32, 64) and masker.working_size(40, 60) == (40, 60)
+    probabilities = masker.probabilities(np.zeros((100, 200, 3), np.float32))
+    assert probabilities.shape == (100, 200) and (probabilities > 0.99).all()  # scaled back to the picture
+    assert max(seen[0]) <= 64  # the model saw the small copy (padded to its multiple at most)
+    native = TextMasker.from_pretrained(models["all"], device="cpu", tile=0, working_side=0)
+    assert native.working_size(1000, 3000) == (1000, 3000)
+    with pytest.raises(ConfigError, match="working side"):
+        TextMasker.from_pretrained(models["all"], device="cpu", working_side=10)

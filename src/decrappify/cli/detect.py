@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from decrappify.cli.options import add_existing_outputs, add_max_pixels, add_precision, add_threads, apply_threads
+from decrappify.cli.restore_masked import add_mask_side
 from decrappify.errors import OutputError
 from decrappify.inference.restorer import DEFAULT_TILE
 from decrappify.inference.runners import DEVICES
@@ -53,6 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="P",
         help=f"a pixel is text when the model's probability is at least P (default {DEFAULT_THRESHOLD})",
     )
+    add_mask_side(parser)
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N",
                         help=f"tile size in input pixels, 0 for none (default {DEFAULT_TILE})")  # fmt: skip
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs (default auto)")
@@ -78,9 +80,11 @@ def run(args: argparse.Namespace) -> int:
     masker = None
     if any(item.problem is None for item in items):
         masker = TextMasker.from_pretrained(args.model, device=args.device, tile=args.tile, threads=args.threads,
-                                            precision=args.precision, threshold=args.threshold)  # fmt: skip
-        log.info("model %s on %s, precision %s, threshold %g", masker.name, masker.device, masker.precision_note,
-                 masker.threshold)  # fmt: skip
+                                            precision=args.precision, threshold=args.threshold,
+                                            working_side=args.mask_side)  # fmt: skip
+        log.info("model %s on %s, precision %s, threshold %g, %s", masker.name, masker.device, masker.precision_note,
+                 masker.threshold, f"photos over {masker.working_side} px scaled down to it" if masker.working_side
+                 else "at each photo's own size")  # fmt: skip
 
     def job(item: BatchItem) -> Path:
         mask_path, overlay_path = detect_outputs(item.relative, out_dir)

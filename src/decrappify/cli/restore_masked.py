@@ -17,6 +17,7 @@ from decrappify.inference.text_mask import (
     DEFAULT_FEATHER,
     DEFAULT_GROW,
     DEFAULT_MASK_MODEL,
+    DEFAULT_WORKING_SIDE,
     MASK_SUFFIX,
     TextMasker,
     detect_outputs,
@@ -55,6 +56,18 @@ def add_mask_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-feather", type=int, default=DEFAULT_FEATHER, metavar="N",
                        help=f"pixels beyond those over which the restoration fades into the input "
                        f"(default {DEFAULT_FEATHER}); farther away the input is kept exactly")  # fmt: skip
+    add_mask_side(group)
+
+
+def add_mask_side(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--mask-side N`: the long side a larger picture is scaled down to before the text-mask model looks at it."""
+    parser.add_argument(
+        "--mask-side", type=int, default=DEFAULT_WORKING_SIDE, metavar="N",
+        help=f"look for text on a copy of the photo scaled down to N pixels on its long side (default "
+        f"{DEFAULT_WORKING_SIDE}, the size of the photos the model learned on, where a watermark sized to its photo "
+        "looks as it did in training); the mask is scaled back up. 0 looks at the photo's own pixels: for small "
+        "text on a big photo",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ def masked_step(args: argparse.Namespace, restorer: Restorer, inputs: int) -> Ma
         )
     masker = None
     if mask is None:
-        masker = TextMasker.from_pretrained(args.mask_model, device=args.device, tile=args.tile,
-                                            threads=args.threads, precision=args.precision)  # fmt: skip
+        masker = TextMasker.from_pretrained(args.mask_model, device=args.device, tile=args.tile, threads=args.threads,
+                                            precision=args.precision, working_side=args.mask_side)  # fmt: skip
         log.info("text mask from %s (precision %s)", masker.name, masker.precision_note)
     return MaskedStep(restorer, masker, mask, args.mask_grow, args.mask_feather, args.max_pixels)
