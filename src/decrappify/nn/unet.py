@@ -75,11 +75,17 @@ def _check_scale(scale: int) -> int:
 
 
 def upsample(x: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
-    """Plain interpolation by an integer factor (the global skip of the super-resolution generators)."""
+    """Plain interpolation by an integer factor (the global skip of the super-resolution generators).
+
+    Done on the picture in the default (NCHW) layout even when it comes in channels-last, as the CPU runners pass it:
+    on 3 channels PyTorch's channels-last bicubic kernel took 5.5 ms where the NCHW one took 3.0 (128 -> 512); whole
+    calls of restore-x4, sr-x4 and restore-x4-gan were 3-6 % faster (bf16, 2 threads, the two timed in turns in one
+    process). The values are the same.
+    """
     if scale == 1:
         return x
     align = None if mode == "nearest" else False
-    return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=align)
+    return F.interpolate(x.contiguous(), scale_factor=scale, mode=mode, align_corners=align)
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
