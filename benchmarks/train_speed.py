@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from decrappify.allocator import keep_freed_memory
 from decrappify.inference.precision import autocast
 from decrappify.inference.zoo import resolve_model
 from decrappify.io.model_metadata import read_model_metadata
@@ -73,10 +74,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per precision and loss")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--vgg-weights", default=str(SHARED_VGG16), help="VGG16 for the feature loss")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="keep glibc's malloc defaults (training tunes them: decrappify.allocator)")  # fmt: skip
     args = parser.parse_args()
+    if not args.system_malloc:
+        keep_freed_memory()  # as `decrappify.train.train` does
     torch.set_num_threads(args.threads)
     config, _ = read_model_metadata(resolve_model(args.model))
-    print(f"{args.model} architecture, {args.threads} thread(s), median of {args.steps} steps\n")
+    malloc = "glibc's malloc defaults" if args.system_malloc else "malloc tuned as in training"
+    print(f"{args.model} architecture, {args.threads} thread(s), median of {args.steps} steps, {malloc}\n")
     print("| loss | batch | crop | fp32 crops/s | bf16 crops/s | bf16 / fp32 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for loss_name, (batch, side) in SETTINGS.items():
