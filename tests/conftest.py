@@ -44,6 +44,19 @@ def save_tiny_model(path: Path, config: dict = TINY_COMPACT, **info) -> Path:
     return save_model(create_model(config), path, config, {"name": path.stem, "task": "restore", **info})
 
 
+def random_batch_norm_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode with batch norms far from the identity, so a wrong fold or fusion shows."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained compact x2 model file, shared by the tests of one module."""

@@ -11,18 +11,9 @@ from decrappify.nn import create_model
 from decrappify.nn.conv_fusion import FusedConv2d, fuse_conv_activations, fusion_available, has_fusable
 from decrappify.nn.efficientnet import EfficientNetLite
 from decrappify.nn.fold_bn import fold_batch_norms
+from tests.conftest import random_batch_norm_statistics
 
 pytestmark = pytest.mark.skipif(not fusion_available(), reason="this torch has no oneDNN fused convolution")
-
-
-def _random_statistics(model: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-    return model.eval()
 
 
 def _fused(model: nn.Module) -> nn.Module:
@@ -30,7 +21,7 @@ def _fused(model: nn.Module) -> nn.Module:
 
 
 def test_the_fused_classifier_gives_the_same_logits_and_every_relu_is_gone() -> None:
-    model = _random_statistics(EfficientNetLite(num_classes=10))
+    model = random_batch_norm_statistics(EfficientNetLite(num_classes=10))
     fused = _fused(model)
     assert has_fusable(model) and not has_fusable(fused)
     assert not any(isinstance(m, nn.ReLU6) for m in fused.modules())
@@ -44,7 +35,7 @@ def test_the_fused_classifier_gives_the_same_logits_and_every_relu_is_gone() -> 
 
 
 def test_under_bf16_autocast_the_fused_mask_model_matches_the_eager_one() -> None:
-    model = _random_statistics(create_model({"arch": "encoder-mask-unet", "widths": [8, 8, 8, 8]}))
+    model = random_batch_norm_statistics(create_model({"arch": "encoder-mask-unet", "widths": [8, 8, 8, 8]}))
     fused = _fused(model)
     x = torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -55,7 +46,7 @@ def test_under_bf16_autocast_the_fused_mask_model_matches_the_eager_one() -> Non
 
 
 def test_the_cpu_runner_fuses_and_a_model_without_pairs_is_left_alone() -> None:
-    model = _random_statistics(create_model({"arch": "encoder-mask-unet", "widths": [8, 8, 8, 8]}))
+    model = random_batch_norm_statistics(create_model({"arch": "encoder-mask-unet", "widths": [8, 8, 8, 8]}))
     runner = TorchRunner(model, torch.device("cpu"), 1, 32, precision="bf16")
     assert any(isinstance(m, FusedConv2d) for m in runner.model.modules())
     assert not any(isinstance(m, FusedConv2d) for m in model.modules())  # the caller's model is not changed
@@ -64,6 +55,6 @@ def test_the_cpu_runner_fuses_and_a_model_without_pairs_is_left_alone() -> None:
 
 
 def test_a_convolution_with_its_batch_norm_still_there_is_not_fused() -> None:
-    model = _random_statistics(EfficientNetLite(num_classes=None))
+    model = random_batch_norm_statistics(EfficientNetLite(num_classes=None))
     fused = fuse_conv_activations(model)  # not folded first: fusing would skip the batch norms
     assert fused is model or not any(isinstance(m, FusedConv2d) for m in fused.modules())

@@ -14,21 +14,9 @@ from decrappify.nn.encoder_segmentation import EncoderMaskUnet
 from decrappify.nn.fold_bn import fold_batch_norms, has_foldable
 from decrappify.train.build import build_model
 from decrappify.train.config import load_config
+from tests.conftest import random_batch_norm_statistics
 
 SMALL = {"arch": "encoder-mask-unet", "widths": [8, 8, 8, 8]}
-
-
-def _random_statistics(model: nn.Module) -> nn.Module:
-    """Batch norms with statistics far from the identity, so a wrong fold shows."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model.eval()
 
 
 def test_one_logit_per_input_pixel_for_any_size_with_and_without_skips() -> None:
@@ -84,7 +72,7 @@ def test_a_text_mask_run_takes_it_and_a_picture_arch_is_refused() -> None:
 
 
 def test_folding_batch_norms_keeps_the_output_and_leaves_the_model_alone() -> None:
-    model = _random_statistics(create_model(SMALL))
+    model = random_batch_norm_statistics(create_model(SMALL))
     x = torch.rand(1, 3, 64, 48)
     folded = fold_batch_norms(model)
     assert folded is not model and has_foldable(model) and not has_foldable(folded)
@@ -96,11 +84,11 @@ def test_folding_batch_norms_keeps_the_output_and_leaves_the_model_alone() -> No
 
 
 def test_folding_reaches_the_classifier_and_the_runner_uses_it() -> None:
-    classifier = _random_statistics(EfficientNetLite(num_classes=10))
+    classifier = random_batch_norm_statistics(EfficientNetLite(num_classes=10))
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(classifier(x), fold_batch_norms(classifier)(x), atol=1e-4)
-    model = _random_statistics(create_model(SMALL))
+    model = random_batch_norm_statistics(create_model(SMALL))
     runner = TorchRunner(model, torch.device("cpu"), 1, 32, channels_last=False)
     assert not has_foldable(runner.model) and has_foldable(model)
     with torch.no_grad():
