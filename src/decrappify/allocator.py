@@ -22,6 +22,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 _state: dict[str, bool] = {}
 
 
-def user_tuned_malloc(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+def user_tuned_malloc(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the environment already chose malloc settings or another allocator (then we leave it alone)."""
     return (
         environ.get(OPT_OUT_VARIABLE, "").lower() == "system"
